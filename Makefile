@@ -1,0 +1,62 @@
+# Hypha — firmware for community-owned edge appliances.
+# `make help` lists the targets. Every target installs what it needs.
+
+SHELL := /bin/bash
+GO ?= go
+OUT := out
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+export CGO_ENABLED := 0
+
+# Debian packages the build and the tests need; installed only if missing.
+DEBS := qemu-system-x86 ovmf e2fsprogs syslinux syslinux-common mtools \
+	systemd-boot-efi dosfstools squashfs-tools iproute2 chromium
+
+.PHONY: help deps build image image-rpi demo test test-short bench lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## install missing Debian packages (apt-get update once, then install)
+	@missing=""; for p in $(DEBS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: ## build every program for linux/amd64 and linux/arm64
+	GOOS=linux GOARCH=amd64 $(GO) build ./...
+	GOOS=linux GOARCH=arm64 $(GO) build ./...
+	$(GO) build -o $(OUT)/hypha ./packages/hypha
+
+image: deps ## build out/hypha-amd64.img (and out/hypha-rpi.img with image-rpi)
+	$(GO) run ./packages/hypha image -target amd64 -version $(VERSION) -o $(OUT)/hypha-amd64.img
+
+image-rpi: deps ## build out/hypha-rpi.img for the Raspberry Pi (arm64)
+	$(GO) run ./packages/hypha image -target rpi -version $(VERSION) -o $(OUT)/hypha-rpi.img
+
+demo: image ## build the image, boot it in qemu, print the LAN page URL
+	$(GO) run ./packages/hypha vm -image $(OUT)/hypha-amd64.img -lan 127.0.0.1:8080
+
+test: deps ## the whole test suite (what CI runs)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only (no qemu, no namespaces)
+	$(GO) test -short -count=1 ./...
+
+bench: ## benchmarks against the references, see BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build output
+	rm -rf $(OUT)
