@@ -11,6 +11,11 @@ export CGO_ENABLED := 0
 DEBS := qemu-system-x86 ovmf e2fsprogs syslinux syslinux-common mtools \
 	systemd-boot-efi dosfstools squashfs-tools iproute2 chromium
 
+# Each area adds its own targets, Debian packages (DEBS += …) and test
+# prerequisites (TEST_PREREQS += …) in mk/<area>.mk.
+TEST_PREREQS :=
+-include mk/*.mk
+
 .PHONY: help deps build image image-rpi demo test test-short bench lint fmt clean
 
 help: ## list the targets
@@ -40,7 +45,7 @@ image-rpi: deps ## build out/hypha-rpi.img for the Raspberry Pi (arm64)
 demo: image ## build the image, boot it in qemu, print the LAN page URL
 	$(GO) run ./packages/hypha vm -image $(OUT)/hypha-amd64.img -lan 127.0.0.1:8080
 
-test: deps ## the whole test suite (what CI runs)
+test: deps $(TEST_PREREQS) ## the whole test suite (what CI runs)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
