@@ -1,0 +1,279 @@
+// Package chat renders a conversation into a model's prompt with the Jinja
+// chat template stored in GGUF metadata (tokenizer.chat_template), using
+// github.com/nikolalohinski/gonja/v2 configured like Hugging Face's
+// apply_chat_template (trim_blocks, lstrip_blocks, raise_exception,
+// strftime_now).
+//
+// A *Template is immutable after Parse and safe for concurrent use.
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nikolalohinski/gonja/v2"
+	"github.com/nikolalohinski/gonja/v2/builtins"
+	"github.com/nikolalohinski/gonja/v2/config"
+	"github.com/nikolalohinski/gonja/v2/exec"
+	"github.com/nikolalohinski/gonja/v2/loaders"
+)
+
+// Sentinel errors; errors returned by this package wrap one of them.
+var (
+	// ErrParse reports a template that is not valid Jinja (or uses a
+	// construct gonja does not support).
+	ErrParse = errors.New("chat: template does not parse")
+	// ErrRender reports a template that failed while rendering, including
+	// the template's own raise_exception.
+	ErrRender = errors.New("chat: template failed to render")
+)
+
+// KeyChatTemplate is the GGUF metadata key of the template.
+const KeyChatTemplate = "tokenizer.chat_template"
+
+// ChatML is the fallback template for models whose GGUF has none.
+const ChatML = `{%- for message in messages -%}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<|im_start|>assistant\n' -}}
+{%- endif -%}`
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string // "system", "user", "assistant", "tool"
+	Content string
+}
+
+// Options are the template variables besides messages.
+type Options struct {
+	// AddGenerationPrompt appends the opening of an assistant turn.
+	AddGenerationPrompt bool
+	// BOSToken and EOSToken are the texts of the model's BOS/EOS tokens
+	// (bos_token, eos_token in the template).
+	BOSToken, EOSToken string
+	// Now is the time strftime_now reports; zero means time.Now().
+	Now time.Time
+	// Vars are extra variables (e.g. "enable_thinking": false).
+	Vars map[string]any
+}
+
+// Template is a parsed chat template.
+type Template struct {
+	src string
+	tpl *exec.Template
+}
+
+// Source is the template text.
+func (t *Template) Source() string { return t.src }
+
+// Parse compiles a Jinja chat template. A template that does not parse
+// yields an error wrapping ErrParse that says where.
+func Parse(src string) (tmpl *Template, err error) {
+	defer func() { // gonja's parser is not hardened against every input
+		if r := recover(); r != nil {
+			tmpl, err = nil, fmt.Errorf("%w: %v", ErrParse, r)
+		}
+	}()
+	cfg := config.New()
+	cfg.TrimBlocks = true
+	cfg.LeftStripBlocks = true
+	env := &exec.Environment{
+		Context:           exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables),
+		Filters:           builtins.Filters,
+		Tests:             builtins.Tests,
+		ControlStructures: builtins.ControlStructures,
+		Methods:           methods,
+	}
+	tpl, err := exec.NewTemplate(rootName, cfg, oneTemplate(src), env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrParse, shortParseError(err))
+	}
+	return &Template{src: src, tpl: tpl}, nil
+}
+
+// shortParseError drops gonja's copy of the whole template source.
+func shortParseError(err error) string {
+	if u := errors.Unwrap(err); u != nil {
+		return u.Error()
+	}
+	return err.Error()
+}
+
+var _ = gonja.FromString // the package is configured here rather than through gonja's globals
+
+// methods are gonja's built-in methods with str.replace fixed: gonja v2.9.1
+// makes its count argument mandatory, Python (and templates) do not.
+var methods = func() exec.Methods {
+	m := builtins.Methods
+	strs := map[string]exec.Method[string]{}
+	for _, name := range strings.Fields(`capitalize capwords casefold center count encode endswith
+		expandtabs find format format_map isalnum isalpha isascii isdecimal isdigit islower
+		isnumeric isprintable isspace istitle isupper join ljust lower lstrip partition
+		removeprefix removesuffix rfind rjust rpartition rsplit rstrip split splitlines
+		startswith strip swapcase title upper zfill`) {
+		if f, ok := m.Str.Get(name); ok {
+			strs[name] = f
+		}
+	}
+	strs["replace"] = func(self string, _ *exec.Value, args *exec.VarArgs) (any, error) {
+		var old, repl string
+		count := -1
+		if err := args.Take(
+			exec.PositionalArgument("old", nil, exec.StringArgument(&old)),
+			exec.PositionalArgument("new", nil, exec.StringArgument(&repl)),
+			exec.PositionalArgument("count", exec.AsValue(-1), exec.IntArgument(&count)),
+		); err != nil {
+			return nil, exec.ErrInvalidCall(err)
+		}
+		return strings.Replace(self, old, repl, count), nil
+	}
+	for name, trim := range map[string]func(string, string) string{
+		"strip": strings.Trim, "lstrip": strings.TrimLeft, "rstrip": strings.TrimRight,
+	} {
+		// gonja v2.9.1's default cutset is the rune ' ', which it then rejects
+		strs[name] = func(self string, _ *exec.Value, args *exec.VarArgs) (any, error) {
+			if len(args.KwArgs) > 0 || len(args.Args) > 1 {
+				return nil, exec.ErrInvalidCall(fmt.Errorf("%s takes at most one positional argument", name))
+			}
+			cutset := " \t\n\r\v\f"
+			if len(args.Args) == 1 && !args.Args[0].IsNil() {
+				if !args.Args[0].IsString() {
+					return nil, exec.ErrInvalidCall(fmt.Errorf("%s: argument is not a string", name))
+				}
+				cutset = args.Args[0].String()
+			}
+			return trim(self, cutset), nil
+		}
+	}
+	m.Str = exec.NewMethodSet(strs)
+	return m
+}()
+
+const rootName = "chat_template"
+
+// oneTemplate is a loader that serves only the template itself, so a
+// template from an untrusted model file cannot include or import files.
+type oneTemplate string
+
+func (o oneTemplate) Read(path string) (io.Reader, error) {
+	if path != rootName {
+		return nil, fmt.Errorf("chat template may not load %q", path)
+	}
+	return strings.NewReader(string(o)), nil
+}
+
+func (o oneTemplate) Resolve(path string) (string, error) {
+	if path != rootName {
+		return "", fmt.Errorf("chat template may not load %q", path)
+	}
+	return path, nil
+}
+
+func (o oneTemplate) Inherit(string) (loaders.Loader, error) { return o, nil }
+
+var _ loaders.Loader = oneTemplate("")
+
+// Render applies the template to msgs.
+func (t *Template) Render(msgs []Message, opts Options) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("%w: %v", ErrRender, r)
+		}
+	}()
+	ms := make([]any, len(msgs))
+	for i, m := range msgs {
+		ms[i] = map[string]any{"role": m.Role, "content": m.Content}
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	vars := map[string]any{
+		"messages":              ms,
+		"add_generation_prompt": opts.AddGenerationPrompt,
+		"bos_token":             opts.BOSToken,
+		"eos_token":             opts.EOSToken,
+		"raise_exception": func(msg string) (string, error) {
+			return "", errors.New(msg)
+		},
+		"strftime_now": func(format string) string {
+			return strftime(now, format)
+		},
+	}
+	for k, v := range opts.Vars {
+		vars[k] = v
+	}
+	s, err := t.tpl.ExecuteToString(exec.NewContext(vars))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrRender, err)
+	}
+	return s, nil
+}
+
+// strftime implements the strftime directives chat templates use.
+func strftime(t time.Time, f string) string {
+	var b strings.Builder
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' || i+1 == len(f) {
+			b.WriteByte(f[i])
+			continue
+		}
+		i++
+		switch f[i] {
+		case 'd':
+			fmt.Fprintf(&b, "%02d", t.Day())
+		case 'e':
+			fmt.Fprintf(&b, "%2d", t.Day())
+		case 'm':
+			fmt.Fprintf(&b, "%02d", int(t.Month()))
+		case 'b':
+			b.WriteString(t.Format("Jan"))
+		case 'B':
+			b.WriteString(t.Format("January"))
+		case 'Y':
+			fmt.Fprintf(&b, "%04d", t.Year())
+		case 'y':
+			fmt.Fprintf(&b, "%02d", t.Year()%100)
+		case 'a':
+			b.WriteString(t.Format("Mon"))
+		case 'A':
+			b.WriteString(t.Format("Monday"))
+		case 'H':
+			fmt.Fprintf(&b, "%02d", t.Hour())
+		case 'M':
+			fmt.Fprintf(&b, "%02d", t.Minute())
+		case 'S':
+			fmt.Fprintf(&b, "%02d", t.Second())
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(f[i])
+		}
+	}
+	return b.String()
+}
+
+// Metadata is what FromGGUF needs of a GGUF file (*gguf.File satisfies it).
+type Metadata interface {
+	String(key string) (string, bool)
+}
+
+// FromGGUF parses the model's chat template, or ChatML when it has none.
+// fallback reports whether ChatML was used.
+func FromGGUF(m Metadata) (t *Template, fallback bool, err error) {
+	src, ok := m.String(KeyChatTemplate)
+	if !ok || strings.TrimSpace(src) == "" {
+		t, err := Parse(ChatML)
+		return t, true, err
+	}
+	t, err = Parse(src)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", KeyChatTemplate, err)
+	}
+	return t, false, nil
+}
