@@ -87,6 +87,9 @@ func seq(n int) []int {
 // paths may fail. It returns when the reply is rebuilt, ctx ends or
 // Params.Expiry passes, whichever is first. Safe for concurrent use.
 func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, error) {
+	if dest == n.h.ID() {
+		return nil, fmt.Errorf("clove request to %s: that is this node: %w", dest, ErrUnknownPeer)
+	}
 	cands := n.verifiedCandidates()
 	dc, ok := cands[dest]
 	if !ok {

@@ -92,6 +92,10 @@ func (n *Node) serve(id MessageID, req []byte, deadline int64) {
 	ctx, cancel := context.WithDeadline(n.ctx, time.UnixMilli(deadline))
 	defer cancel()
 	reply, err := n.handler(ctx, req)
+	if now := time.Now().UnixMilli(); now > deadline {
+		n.log.Debug("reply too late, dropped", "late", time.Duration(now-deadline)*time.Millisecond)
+		return
+	}
 	var msg []byte
 	if err != nil {
 		text := err.Error()

@@ -1,0 +1,478 @@
+package clove
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+)
+
+// obsLog collects the observations of every node of a cluster.
+type obsLog struct {
+	mu  sync.Mutex
+	all []Observation
+}
+
+func (l *obsLog) add(o Observation) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, o)
+}
+
+func (l *obsLog) snapshot() []Observation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
+}
+
+func (l *obsLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = nil
+}
+
+// waitFor polls cond every 10 ms for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cluster is count real libp2p hosts on 127.0.0.1, each running a Node:
+// index 0 asks, index 1 serves, the rest relay.
+type cluster struct {
+	hosts []host.Host
+	ids   []*Identity
+	nodes []*Node
+	obs   *obsLog
+}
+
+const asker, server = 0, 1
+
+func newCluster(t *testing.T, count int, p Params, h Handler) *cluster {
+	t.Helper()
+	c := &cluster{obs: &obsLog{}}
+	var mem StaticMembership
+	for i := 0; i < count; i++ {
+		priv, id := newTestIdentity(t)
+		hst, err := libp2p.New(libp2p.Identity(priv), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.DisableRelay(), libp2p.ResourceManager(&network.NullResourceManager{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = hst.Close() })
+		c.hosts = append(c.hosts, hst)
+		c.ids = append(c.ids, id)
+		mem = append(mem, id.Candidate())
+	}
+	for _, a := range c.hosts {
+		for _, b := range c.hosts {
+			if a != b {
+				a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
+			}
+		}
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i, hst := range c.hosts {
+		opts := []Option{WithLogger(log), WithObserver(c.obs.add)}
+		if i == server {
+			opts = append(opts, WithHandler(h))
+		}
+		n, err := NewNode(hst, c.ids[i], mem, p, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		c.nodes = append(c.nodes, n)
+	}
+	return c
+}
+
+func (c *cluster) paths(idx [][]int) [][]Candidate {
+	out := make([][]Candidate, len(idx))
+	for i, p := range idx {
+		for _, j := range p {
+			out[i] = append(out[i], c.ids[j].Candidate())
+		}
+	}
+	return out
+}
+
+func (c *cluster) name(id peer.ID) string {
+	for i, h := range c.hosts {
+		if h.ID() == id {
+			return fmt.Sprintf("node%d", i)
+		}
+	}
+	return "?" + id.String()
+}
+
+func echo(ctx context.Context, req []byte) ([]byte, error) {
+	return append([]byte("answer to: "), req...), nil
+}
+
+func testParams() Params {
+	p := DefaultParams()
+	p.L = 2
+	p.Expiry = 10 * time.Second
+	return p
+}
+
+// TestRelaysSeeOnlyNeighbours sends one request over chosen paths and
+// checks what every node observed: each relay only its predecessor and
+// successor, the serving node never the asker, one packet size on every
+// link and different bytes on every link.
+func TestRelaysSeeOnlyNeighbours(t *testing.T) {
+	c := newCluster(t, 10, testParams(), echo)
+	idx := [][]int{{2, 3}, {4, 5}, {6, 7}, {8, 9}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := bytes.Repeat([]byte("what grows in dry soil? "), 40)
+	got, err := c.nodes[asker].requestOver(ctx, c.ids[server].Candidate(), c.paths(idx), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]byte("answer to: "), req...); !bytes.Equal(got, want) {
+		t.Fatalf("reply %q", got)
+	}
+	// The reply may be rebuilt before the 4th reply clove arrives.
+	// The reply may be rebuilt before the 4th reply clove arrives; that one
+	// is then dropped by the asker as an unknown session.
+	lateAnswer := func(o Observation) bool {
+		return o.Event == "drop" && o.Node == c.hosts[asker].ID() && errors.Is(o.Err, ErrUnknownSession)
+	}
+	waitFor(t, 5*time.Second, "4 reply cloves at the asker", func() bool {
+		n := 0
+		for _, o := range c.obs.snapshot() {
+			if o.Event == "answer" || lateAnswer(o) {
+				n++
+			}
+		}
+		return n == 4
+	})
+	obs := c.obs.snapshot()
+	id := func(i int) peer.ID { return c.hosts[i].ID() }
+	neighbours := map[peer.ID][2]peer.ID{} // relay -> {pred, succ}
+	for _, p := range idx {
+		chain := append(append([]int{asker}, p...), server)
+		for i := 1; i < len(chain)-1; i++ {
+			neighbours[id(chain[i])] = [2]peer.ID{id(chain[i-1]), id(chain[i+1])}
+		}
+	}
+	fwdSizes, replySizes := map[int]int{}, map[int]int{}
+	var fwd, rep [][]byte
+	for _, o := range obs {
+		switch o.Event {
+		case "relay", "reply":
+			nb, ok := neighbours[o.Node]
+			if !ok {
+				t.Fatalf("%s relayed but is on no path", c.name(o.Node))
+			}
+			want := nb
+			if o.Event == "reply" {
+				want = [2]peer.ID{nb[1], nb[0]}
+			}
+			if o.From != want[0] || o.To != want[1] {
+				t.Errorf("%s %s: from %s to %s, want from %s to %s", c.name(o.Node), o.Event,
+					c.name(o.From), c.name(o.To), c.name(want[0]), c.name(want[1]))
+			}
+		case "deliver":
+			if o.Node != id(server) {
+				t.Errorf("%s got a delivery", c.name(o.Node))
+			}
+			if o.From == id(asker) {
+				t.Error("the serving node received a packet straight from the asker")
+			}
+		case "answer":
+			if o.Node != id(asker) {
+				t.Errorf("%s got an answer", c.name(o.Node))
+			}
+		case "drop":
+			if lateAnswer(o) {
+				break
+			}
+			t.Errorf("%s dropped a frame from %s: %v", c.name(o.Node), c.name(o.From), o.Err)
+		}
+		if o.Node == id(server) && (o.From == id(asker) || o.To == id(asker)) {
+			t.Errorf("the serving node observed the asker (%s)", o.Event)
+		}
+		switch o.Event {
+		case "relay", "deliver":
+			fwdSizes[len(o.Data)]++
+			fwd = append(fwd, o.Data)
+		case "reply", "answer", "drop":
+			replySizes[len(o.Data)]++
+			rep = append(rep, o.Data)
+		}
+	}
+	if len(fwdSizes) != 1 || len(replySizes) != 1 {
+		t.Errorf("packet sizes differ between links: forward %v reply %v", fwdSizes, replySizes)
+	}
+	if len(fwd) != 4*3 || len(rep) != 4*3 {
+		t.Errorf("%d forward and %d reply links observed, want 12 and 12", len(fwd), len(rep))
+	}
+	for _, set := range [][][]byte{fwd, rep} {
+		for i := range set {
+			for j := i + 1; j < len(set); j++ {
+				if bytes.Equal(set[i], set[j]) {
+					t.Fatal("two links carried identical bytes")
+				}
+			}
+		}
+	}
+}
+
+// TestRelayKilled: with n=4, k=3 one path may die, before or during the
+// request; with two paths dead the request fails.
+func TestRelayKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 10 libp2p hosts")
+	}
+	slow := func(ctx context.Context, req []byte) ([]byte, error) {
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return echo(ctx, req)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := newCluster(t, 10, testParams(), slow)
+
+	// During: kill a relay while the serving node works; every relay is on
+	// one of the 4 random paths (4 x 2 = 8 relays).
+	c.obs.reset()
+	done := make(chan error, 1)
+	go func() {
+		got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("during"))
+		if err == nil && string(got) != "answer to: during" {
+			err = fmt.Errorf("reply %q", got)
+		}
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "a delivery", func() bool {
+		for _, o := range c.obs.snapshot() {
+			if o.Event == "deliver" {
+				return true
+			}
+		}
+		return false
+	})
+	_ = c.nodes[9].Close()
+	_ = c.hosts[9].Close()
+	if err := <-done; err != nil {
+		t.Fatalf("relay killed during the request: %v", err)
+	}
+
+	// Before: the dead relay is still in the membership view.
+	for i := 0; i < 3; i++ {
+		got, err := c.nodes[asker].requestOver(ctx, c.ids[server].Candidate(),
+			c.paths([][]int{{9, 2}, {3, 4}, {5, 6}, {7, 8}}), []byte("before"))
+		if err != nil || string(got) != "answer to: before" {
+			t.Fatalf("first relay of a path dead: %q, %v", got, err)
+		}
+		got, err = c.nodes[asker].requestOver(ctx, c.ids[server].Candidate(),
+			c.paths([][]int{{2, 9}, {3, 4}, {5, 6}, {7, 8}}), []byte("before"))
+		if err != nil || string(got) != "answer to: before" {
+			t.Fatalf("second relay of a path dead: %q, %v", got, err)
+		}
+	}
+
+	// Two paths dead: fewer than k cloves can arrive.
+	_ = c.nodes[8].Close()
+	_ = c.hosts[8].Close()
+	short, cancel2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel2()
+	_, err := c.nodes[asker].requestOver(short, c.ids[server].Candidate(),
+		c.paths([][]int{{2, 9}, {3, 8}, {5, 6}, {7, 4}}), []byte("two dead"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("two of four paths dead: err %v, want deadline exceeded", err)
+	}
+}
+
+// TestReplyStateExpires: relays hold reply state only until the packet's
+// deadline. A reply from the right successor on the right link is dropped
+// once it has passed, the serving node does not answer after it, and every
+// table empties.
+func TestReplyStateExpires(t *testing.T) {
+	p := testParams()
+	p.Expiry = time.Second
+	release := make(chan struct{})
+	late := func(ctx context.Context, req []byte) ([]byte, error) {
+		<-release // ignores ctx on purpose
+		return []byte("too late"), nil
+	}
+	c := newCluster(t, 10, p, late)
+	defer close(release)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.nodes[asker].Request(context.Background(), c.hosts[server].ID(), []byte("q"))
+		done <- err
+	}()
+	// While the handler works every relay holds one session.
+	type held struct {
+		relay int
+		key   linkKey
+	}
+	var sessions []held
+	waitFor(t, 5*time.Second, "a session at every relay", func() bool {
+		sessions = sessions[:0]
+		for i := 2; i < len(c.nodes); i++ {
+			n := c.nodes[i]
+			n.mu.Lock()
+			for k := range n.sessions {
+				sessions = append(sessions, held{i, k})
+			}
+			n.mu.Unlock()
+		}
+		return len(sessions) == 8
+	})
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want deadline exceeded", err)
+	}
+	waitFor(t, 3*time.Second, "empty tables", func() bool {
+		for _, n := range c.nodes {
+			if s := n.Stats(); s != (Stats{}) {
+				return false
+			}
+		}
+		return true
+	})
+	// The exits' successor (the serving node) now replies on its links.
+	c.obs.reset()
+	sent := 0
+	for _, h := range sessions {
+		if h.key.peer == c.hosts[server].ID() {
+			rawSend(t, c.hosts[server], c.hosts[h.relay].ID(), frame{kind: frameReply, link: h.key.link, data: make([]byte, 1024)})
+			sent++
+		}
+	}
+	if sent != 4 {
+		t.Fatalf("%d exit sessions, want 4", sent)
+	}
+	waitFor(t, 5*time.Second, "4 drops", func() bool { return len(c.obs.snapshot()) >= 4 })
+	for _, o := range c.obs.snapshot() {
+		if o.Event != "drop" || !errors.Is(o.Err, ErrUnknownSession) {
+			t.Errorf("%s: %s %v, want a drop for an unknown session", c.name(o.Node), o.Event, o.Err)
+		}
+	}
+}
+
+// rawSend writes one frame from host from to host to.
+func rawSend(t *testing.T, from host.Host, to peer.ID, f frame) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := from.NewStream(ctx, to, ProtocolID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(f.marshal()); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+}
+
+// TestReplayAndTamperRejected resends packets a relay and the serving node
+// already handled, and a copy with one bit flipped.
+func TestReplayAndTamperRejected(t *testing.T) {
+	c := newCluster(t, 10, testParams(), echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("once")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "8 relays and 4 deliveries", func() bool {
+		n := 0
+		for _, o := range c.obs.snapshot() {
+			if o.Event == "relay" || o.Event == "deliver" {
+				n++
+			}
+		}
+		return n == 12
+	})
+	var relayed, delivered Observation
+	for _, o := range c.obs.snapshot() {
+		switch o.Event {
+		case "relay":
+			relayed = o
+		case "deliver":
+			delivered = o
+		}
+	}
+	c.obs.reset()
+	for _, o := range []Observation{relayed, delivered} {
+		rawSend(t, c.hosts[asker], o.Node, frame{kind: frameForward, link: newLink(), data: o.Data})
+		bad := bytes.Clone(o.Data)
+		bad[len(bad)/2] ^= 4
+		rawSend(t, c.hosts[asker], o.Node, frame{kind: frameForward, link: newLink(), data: bad})
+	}
+	rawSend(t, c.hosts[asker], relayed.Node, frame{kind: frameReply, link: newLink(), data: make([]byte, 1024)})
+	want := []error{ErrReplay, ErrTampered, ErrReplay, ErrTampered, ErrUnknownSession}
+	waitFor(t, 5*time.Second, "5 drops", func() bool { return len(c.obs.snapshot()) >= len(want) })
+	var got []error
+	for _, o := range c.obs.snapshot() {
+		if o.Event != "drop" {
+			t.Fatalf("%s handled a bad frame: %s", c.name(o.Node), o.Event)
+		}
+		got = append(got, o.Err)
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(e error) bool { return errors.Is(e, w) }) {
+			t.Errorf("no drop with %v among %v", w, got)
+		}
+	}
+}
+
+func TestRemoteErrorAndSizes(t *testing.T) {
+	fail := func(ctx context.Context, req []byte) ([]byte, error) {
+		if len(req) == 0 {
+			return nil, errors.New("empty prompt")
+		}
+		return bytes.Repeat(req[:1], 3*len(req)), nil
+	}
+	c := newCluster(t, 10, testParams(), fail)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), nil)
+	if !errors.Is(err, ErrRemote) || !bytes.Contains([]byte(err.Error()), []byte("empty prompt")) {
+		t.Fatalf("err %v, want ErrRemote with the handler's text", err)
+	}
+	for _, size := range []int{1, 1 << 10, 16 << 10, 200 << 10} {
+		req := bytes.Repeat([]byte{'z'}, size)
+		got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), req)
+		if err != nil || len(got) != 3*size {
+			t.Fatalf("%d bytes: got %d bytes, %v", size, len(got), err)
+		}
+	}
+	if _, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), make([]byte, c.nodes[asker].Params().MaxMessage()+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized request: err %v", err)
+	}
+	if _, err := c.nodes[asker].Request(ctx, c.hosts[asker].ID(), []byte("x")); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("request to self: err %v", err)
+	}
+	p := testParams()
+	p.L = 3 // 4 x 3 = 12 relays needed, 8 known
+	c2 := newCluster(t, 10, p, echo)
+	if _, err := c2.nodes[asker].Request(ctx, c2.hosts[server].ID(), []byte("x")); !errors.Is(err, ErrNoPaths) {
+		t.Fatalf("too few relays: err %v", err)
+	}
+}
