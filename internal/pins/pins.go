@@ -11,6 +11,8 @@ import (
 	_ "github.com/diskfs/go-diskfs"
 	_ "github.com/gokrazy/firmware"
 	_ "github.com/gokrazy/gokrazy"
+	_ "github.com/gokrazy/gokrazy/cmd/dhcp"
+	_ "github.com/gokrazy/gokrazy/cmd/ntp"
 	_ "github.com/gokrazy/kernel.amd64"
 	_ "github.com/gokrazy/kernel.rpi"
 	_ "github.com/gokrazy/updater"

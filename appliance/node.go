@@ -1,0 +1,215 @@
+// Package appliance makes one Hypha node: its identity and config on
+// /perm, the wiring of the subsystems, and the LAN page server. It is the
+// single wiring point of hyphad: every subsystem is a field of Node and
+// nothing else reaches across.
+package appliance
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/univrs/hypha/appliance/lanpage"
+)
+
+// Options configure a Node. Zero values get the documented defaults.
+type Options struct {
+	// PermDir is the persistent partition (default "/perm"). The node keeps
+	// its files under PermDir/hypha/.
+	PermDir string
+	// Version is the build version shown to stewards.
+	Version string
+	// Listen overrides the config's LAN page address (tests use 127.0.0.1:0).
+	Listen string
+	// ProcDir and ProgramDirs are where services are discovered (defaults
+	// "/proc" and "/user", "/gokrazy").
+	ProcDir     string
+	ProgramDirs []string
+	Logger      *slog.Logger
+}
+
+// Node is one running appliance. Create it with New; Run serves until the
+// context ends. Its exported methods are safe for concurrent use.
+type Node struct {
+	opts    Options
+	log     *slog.Logger
+	id      *Identity
+	started time.Time
+
+	mu  sync.Mutex
+	cfg NodeConfig // guarded by mu
+
+	lan     http.Handler
+	lnAddr  chan net.Addr
+	closeMu sync.Once
+}
+
+// ErrNotConfigured is returned when the node cannot start for a reason a
+// restart will not fix (hyphad exits 125 so gokrazy stops restarting it).
+var ErrNotConfigured = errors.New("node not configured")
+
+// New loads (or on first boot creates) the node's identity and config.
+func New(opts Options) (*Node, error) {
+	if opts.PermDir == "" {
+		opts.PermDir = "/perm"
+	}
+	if opts.ProcDir == "" {
+		opts.ProcDir = "/proc"
+	}
+	if opts.ProgramDirs == nil {
+		opts.ProgramDirs = []string{"/user", "/gokrazy"}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if fi, err := os.Stat(opts.PermDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory (is /perm mounted?)", ErrNotConfigured, opts.PermDir)
+	}
+	dir := filepath.Join(opts.PermDir, "hypha")
+	id, created, err := LoadOrCreateIdentity(filepath.Join(dir, "identity.pem"))
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		opts.Logger.Info("created node identity", "id", id.ID())
+	}
+	cfg, err := LoadOrCreateNodeConfig(filepath.Join(dir, "node.json"), id)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, log: opts.Logger, id: id, cfg: cfg, started: time.Now(), lnAddr: make(chan net.Addr, 1)}
+	n.lan = http.NotFoundHandler() // TODO(lead): lanpage.New(n.sources()) once it lands
+	return n, nil
+}
+
+// Identity returns the node's identity.
+func (n *Node) Identity() *Identity { return n.id }
+
+// Config returns a copy of the current node config.
+func (n *Node) Config() NodeConfig {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := n.cfg
+	c.Roles = append([]string(nil), c.Roles...)
+	return c
+}
+
+// Info is what the LAN page and /api/node show about this box.
+func (n *Node) Info() lanpage.NodeInfo {
+	c := n.Config()
+	loc := c.Location.Place
+	if loc == "" && (c.Location.Latitude != 0 || c.Location.Longitude != 0) {
+		loc = fmt.Sprintf("%.4f,%.4f", c.Location.Latitude, c.Location.Longitude)
+	}
+	return lanpage.NodeInfo{
+		Name:      c.Name,
+		PeerID:    n.id.ID(),
+		PublicKey: hex.EncodeToString(n.id.Public),
+		Version:   n.opts.Version,
+		Started:   n.started,
+		Roles:     c.Roles,
+		Location:  loc,
+		Addresses: localAddrs(),
+	}
+}
+
+// Services is the state of every program of the image.
+func (n *Node) Services() []lanpage.Service {
+	var out []lanpage.Service
+	for _, s := range ScanServices(n.opts.ProcDir, n.opts.ProgramDirs...) {
+		svc := lanpage.Service{Name: s.Name, State: lanpage.StateStopped}
+		if s.Running {
+			svc.State, svc.Since, svc.Detail = lanpage.StateRunning, s.Since, fmt.Sprintf("pid %d", s.PID)
+		}
+		out = append(out, svc)
+	}
+	return out
+}
+
+func (n *Node) sources() lanpage.Sources {
+	return lanpage.Sources{
+		Node:     func(context.Context) (lanpage.NodeInfo, error) { return n.Info(), nil },
+		Services: func(context.Context) ([]lanpage.Service, error) { return n.Services(), nil },
+	}
+}
+
+// Handler is the LAN page plus the node API.
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"ok": true, "version": n.opts.Version, "id": n.id.ID()})
+	})
+	mux.HandleFunc("GET /api/node", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			lanpage.NodeInfo
+			Services []lanpage.Service `json:"services"`
+		}{n.Info(), n.Services()})
+	})
+	mux.Handle("/", n.lan)
+	return mux
+}
+
+// Addr returns the LAN page's listening address once Run has bound it.
+func (n *Node) Addr(ctx context.Context) (net.Addr, error) {
+	select {
+	case a := <-n.lnAddr:
+		n.lnAddr <- a
+		return a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Run serves the LAN page until ctx is cancelled, then shuts down
+// gracefully. Cancellation is not an error.
+func (n *Node) Run(ctx context.Context) error {
+	addr := n.opts.Listen
+	if addr == "" {
+		addr = n.Config().LANListen
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("LAN page: %w", err)
+	}
+	n.lnAddr <- ln.Addr()
+	n.log.Info("LAN page", "addr", ln.Addr().String(), "name", n.Config().Name, "id", n.id.ID(), "version", n.opts.Version)
+	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("LAN page: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
+
+func localAddrs() []string {
+	var out []string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		out = append(out, ipn.IP.String())
+	}
+	return out
+}

@@ -1,0 +1,190 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// OVMF firmware from Debian's ovmf package.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// VM is an appliance image booted in qemu with software emulation (KVM
+// does not work on our build machines). Ports are forwarded on 127.0.0.1
+// only.
+type VM struct {
+	Image string
+	// UEFI boots OVMF instead of SeaBIOS (legacy BIOS).
+	UEFI bool
+	// LANAddr is the host address forwarded to the guest's :80 (LAN page).
+	LANAddr string
+	// UpdateAddr is forwarded to gokrazy's web UI / update API port.
+	UpdateAddr string
+	// GuestUpdatePort is gokrazy's HTTP port inside the guest (default 8080).
+	GuestUpdatePort string
+	// Dir holds the pid file, serial log and UEFI variables (default: a
+	// directory next to the image).
+	Dir string
+	// MemoryMB and CPUs of the guest (defaults 1024 and 2).
+	MemoryMB, CPUs int
+	// ExtraArgs are appended to the qemu command line (e.g. a second NIC).
+	ExtraArgs []string
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// SerialLog is the path of the guest's serial console log.
+func (v *VM) SerialLog() string { return filepath.Join(v.dir(), "serial.log") }
+
+// PIDFile is where qemu writes its pid.
+func (v *VM) PIDFile() string { return filepath.Join(v.dir(), "qemu.pid") }
+
+func (v *VM) dir() string {
+	if v.Dir != "" {
+		return v.Dir
+	}
+	return v.Image + ".vm"
+}
+
+// Args is the qemu command line.
+func (v *VM) Args() []string {
+	mem, cpus := v.MemoryMB, v.CPUs
+	if mem == 0 {
+		mem = 1024
+	}
+	if cpus == 0 {
+		cpus = 2
+	}
+	gport := v.GuestUpdatePort
+	if gport == "" {
+		gport = "8080"
+	}
+	fwd := ""
+	if v.LANAddr != "" {
+		fwd += ",hostfwd=tcp:" + v.LANAddr + "-:80"
+	}
+	if v.UpdateAddr != "" {
+		fwd += ",hostfwd=tcp:" + v.UpdateAddr + "-:" + gport
+	}
+	args := []string{
+		"-accel", "tcg", "-machine", "pc", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-drive", "file=" + v.Image + ",format=raw,if=ide",
+		"-netdev", "user,id=lan0,restrict=off" + fwd,
+		"-device", "e1000,netdev=lan0",
+		"-display", "none", "-monitor", "none",
+		"-serial", "file:" + v.SerialLog(),
+		"-pidfile", v.PIDFile(),
+	}
+	if v.UEFI {
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+filepath.Join(v.dir(), "OVMF_VARS.fd"))
+	}
+	return append(args, v.ExtraArgs...)
+}
+
+// Start boots the VM in the background.
+func (v *VM) Start(ctx context.Context) error {
+	if _, err := os.Stat(v.Image); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	if err := os.MkdirAll(v.dir(), 0o755); err != nil {
+		return err
+	}
+	if v.UEFI {
+		if err := copyFile(ovmfVars, filepath.Join(v.dir(), "OVMF_VARS.fd"), 0o644); err != nil {
+			return fmt.Errorf("vm: UEFI variables (Debian package ovmf): %w", err)
+		}
+	}
+	os.Remove(v.SerialLog())
+	os.Remove(v.PIDFile())
+	v.cmd = exec.Command("qemu-system-x86_64", v.Args()...)
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := os.Create(filepath.Join(v.dir(), "qemu.log"))
+	if err != nil {
+		return err
+	}
+	v.cmd.Stdout, v.cmd.Stderr = out, out
+	if err := v.cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("vm: start qemu (Debian package qemu-system-x86): %w", err)
+	}
+	v.done = make(chan error, 1)
+	go func() { v.done <- v.cmd.Wait(); out.Close() }()
+	return nil
+}
+
+// Done receives qemu's exit status once.
+func (v *VM) Done() <-chan error { return v.done }
+
+// Stop kills qemu by the pid in its pid file (falling back to the child
+// we started) and waits for it to exit.
+func (v *VM) Stop() error {
+	pid := 0
+	if b, err := os.ReadFile(v.PIDFile()); err == nil {
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if pid == 0 && v.cmd != nil && v.cmd.Process != nil {
+		pid = v.cmd.Process.Pid
+	}
+	if pid == 0 {
+		return nil
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	if v.done != nil {
+		select {
+		case <-v.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(pid, syscall.SIGKILL)
+			<-v.done
+		}
+	}
+	os.Remove(v.PIDFile())
+	return nil
+}
+
+// WaitHTTP polls url until it answers 200 and returns the body. It does
+// not sleep a fixed time: it polls every 250 ms until ctx ends or qemu
+// exits.
+func (v *VM) WaitHTTP(ctx context.Context, url string) ([]byte, error) {
+	client := &http.Client{Timeout: 3 * time.Second}
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && rerr == nil {
+				return b, nil
+			}
+			last = fmt.Errorf("%s: %s", url, resp.Status)
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("vm: %s did not answer (last: %v): %w; serial log: %s", url, last, ctx.Err(), v.SerialLog())
+		case err := <-v.done:
+			v.done <- err
+			return nil, fmt.Errorf("vm: qemu exited (%v) before %s answered; serial log: %s", err, url, v.SerialLog())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// ErrNoQemu is returned when qemu is not installed.
+var ErrNoQemu = errors.New("qemu-system-x86_64 not found (make deps installs Debian's qemu-system-x86)")

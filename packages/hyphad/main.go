@@ -1,0 +1,49 @@
+// Command hyphad is the Hypha node daemon: identity, config, mesh, ledger,
+// sensors, routing and the LAN page. gokrazy supervises it; exit 125 means
+// "do not restart" (the node is not configured and a restart cannot help).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/univrs/hypha/appliance"
+)
+
+// version is set by the image builder (-ldflags -X main.version=…).
+var version = "dev"
+
+func main() {
+	var opts appliance.Options
+	flag.StringVar(&opts.PermDir, "perm", "/perm", "persistent directory (identity, config, data)")
+	flag.StringVar(&opts.Listen, "listen", "", "LAN page address (default: the node config's, normally :80)")
+	flag.Parse()
+	opts.Version = version
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, opts)
+	cancel()
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+	case errors.Is(err, appliance.ErrNotConfigured):
+		opts.Logger.Error("not configured; not restarting", "err", err)
+		os.Exit(125)
+	default:
+		opts.Logger.Error("hyphad", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts appliance.Options) error {
+	n, err := appliance.New(opts)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
