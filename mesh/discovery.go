@@ -1,0 +1,117 @@
+package mesh
+
+import (
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/univrs/hypha/mesh/netconf"
+	"github.com/vishvananda/netns"
+)
+
+// mdnsRunner owns the mDNS service. The service advertises the addresses
+// the host had when it started (go-libp2p #1163) and does not re-report a
+// peer it has already found, so it is restarted whenever a link or an
+// address changes. The zero value (mDNS disabled) is a no-op.
+type mdnsRunner struct {
+	n *Node
+
+	mu  sync.Mutex
+	svc mdns.Service // guarded by mu
+}
+
+type mdnsNotifee struct{ n *Node }
+
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) { m.n.addCandidate(ai) }
+
+func (r *mdnsRunner) restart() {
+	if r.n == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.svc != nil {
+		_ = r.svc.Close()
+		r.svc = nil
+	}
+	if r.n.ctx.Err() != nil {
+		return
+	}
+	svc := mdns.NewMdnsService(r.n.h, r.n.cfg.ServiceName, mdnsNotifee{r.n})
+	if err := svc.Start(); err != nil {
+		// No address yet (link down at boot): the next link event retries.
+		r.n.log.Info("mdns not started", "err", err)
+		_ = svc.Close()
+		return
+	}
+	r.svc = svc
+}
+
+func (r *mdnsRunner) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.svc != nil {
+		_ = r.svc.Close()
+		r.svc = nil
+	}
+}
+
+// watchLinks reacts to netlink link and address changes (a cable plugged
+// in, a DHCP lease, a link going down): after a short debounce it restarts
+// mDNS and redials every member and candidate that is not directly
+// connected. A node where netlink is unavailable logs once and carries on.
+func (n *Node) watchLinks() {
+	defer n.wg.Done()
+	events := make(chan netconf.Event, 64)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- netconf.Watch(n.ctx, netns.None(), func(e netconf.Event) {
+			select {
+			case events <- e:
+			default:
+			}
+		})
+	}()
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			<-errc
+			return
+		case err := <-errc:
+			if err != nil {
+				n.log.Warn("link watch unavailable; mesh will not react to link changes", "err", err)
+			}
+			<-n.ctx.Done()
+			return
+		case e := <-events:
+			n.log.Debug("link event", "event", e)
+			if debounce == nil {
+				debounce = time.After(300 * time.Millisecond)
+			}
+		case <-debounce:
+			debounce = nil
+			n.onLinkChange()
+		}
+	}
+}
+
+// onLinkChange restarts discovery and makes every unreachable or relayed
+// member and every candidate due for a dial now.
+func (n *Node) onLinkChange() {
+	n.log.Info("links changed: restarting mDNS and redialling")
+	n.mdns.restart()
+	now := time.Now()
+	n.mu.Lock()
+	for _, m := range n.members {
+		if m.reach != ReachDirect {
+			m.nextDial, m.nextUp, m.backoff = now, now, 0
+		}
+	}
+	for _, c := range n.cands {
+		c.nextDial, c.backoff = now, 0
+	}
+	n.mu.Unlock()
+	n.kickMaintain()
+}
