@@ -139,7 +139,7 @@ type auth struct {
 	secure bool
 
 	mu       sync.Mutex
-	sessions map[string]time.Time // token -> expiry; guarded by mu
+	sessions map[string]time.Time   // token -> expiry; guarded by mu
 	fails    map[string][]time.Time // client IP -> recent failures; guarded by mu
 	allFails []time.Time            // all recent failures; guarded by mu
 	limit    int                    // failures per IP per window

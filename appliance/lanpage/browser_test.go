@@ -178,7 +178,7 @@ var viewChecks = []struct {
 	want       []string
 	selector   string // an element that must exist
 }{
-	{"overview", "/", []string{"riverbend-1", "v0.3.1-14-g8cdf4b4", "healthy", "degraded", "2.31 kWh", "+12.5", "forked its chain", "inferd"}, "#build-version"},
+	{"overview", "/", []string{"riverbend-1", "v0.3.1-14-g8cdf4b4", "3 of 5 other nodes up", "degraded", "2.31 kWh", "+12.5", "forked its chain", "inferd"}, "#build-version"},
 	{"mesh", "/mesh", []string{"mill-gpu", "school-pi", "orchard-pi", "ferry-relay", "relay", "61 ms"}, "svg.mycelium .myc-thread"},
 	{"inference", "/inference", []string{"llama-3.1-8b-instruct", "longest cached prefix (312 tokens)", "64%", "below threshold", "Try a model"}, "#chat-form"},
 	{"ledger", "/ledger", []string{"Quarantined members", "ferry-relay", "Upper Saône watershed", "solar power", "simulated", "Approve reversal", "tx-2b9e0"}, "ol.flows li"},

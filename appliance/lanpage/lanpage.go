@@ -375,12 +375,12 @@ type meshSummary struct {
 }
 
 type overviewModel struct {
-	Node     nodeJSON               `json:"node"`
-	Services part[[]Service]        `json:"services"`
-	Alerts   part[[]Alert]          `json:"alerts"`
-	Mesh     part[meshSummary]      `json:"mesh"`
-	Energy   part[EnergyToday]      `json:"energy"`
-	Credit   part[creditJSON]       `json:"credit"`
+	Node     nodeJSON          `json:"node"`
+	Services part[[]Service]   `json:"services"`
+	Alerts   part[[]Alert]     `json:"alerts"`
+	Mesh     part[meshSummary] `json:"mesh"`
+	Energy   part[EnergyToday] `json:"energy"`
+	Credit   part[creditJSON]  `json:"credit"`
 }
 
 type creditJSON struct {
@@ -389,9 +389,9 @@ type creditJSON struct {
 }
 
 type meshModel struct {
-	Mesh    part[Mesh]    `json:"mesh"`
-	Summary meshSummary   `json:"summary"`
-	Picture template.HTML `json:"-"`
+	Mesh    part[Mesh]        `json:"mesh"`
+	Summary meshSummary       `json:"summary"`
+	Picture template.HTML     `json:"-"`
 	Names   map[string]string `json:"-"`
 }
 
@@ -580,7 +580,7 @@ func (p *page) charts(series []Series, win Window) []template.HTML {
 			title += " (" + du + ")"
 		}
 		err := chart.Render(&b, chart.Chart{ID: fmt.Sprintf("c%d", i), Title: title, Series: groups[u],
-			From: win.From, To: win.To, Area: unitOf[u] == "W" || unitOf[u] == "Wh", Location: p.cfg.loc})
+			From: win.From, To: win.To, Area: unitOf[u] == "W" || unitOf[u] == "Wh", Location: p.cfg.loc, Colour: chartColour(unitOf[u], i)})
 		if err != nil {
 			p.cfg.log.Warn("lanpage: chart", "unit", u, "err", err)
 			continue
@@ -588,6 +588,20 @@ func (p *page) charts(series []Series, win Window) []template.HTML {
 		out = append(out, template.HTML(b.String()))
 	}
 	return out
+}
+
+// chartColour picks a palette start: sun for power and energy, red for
+// temperature, green for charge, violet for the rest in turn.
+func chartColour(unit string, i int) int {
+	switch unit {
+	case "W", "Wh", "kWh":
+		return 0
+	case "Cel", "K":
+		return 3
+	case "%":
+		return 4 - i%2*2
+	}
+	return 1 + i%5
 }
 
 // view serves a view as HTML, or JSON when the client asks for it.
@@ -782,12 +796,18 @@ func (p *page) funcs() template.FuncMap {
 			}
 			return humanDur(p.cfg.now().Sub(t)) + " ago"
 		},
-		"dur":      humanDur,
-		"ms":       func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) },
-		"pct":      func(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) },
-		"num":      func(f float64) string { return trimNum(f, 2) },
-		"num0":     func(f float64) string { return trimNum(f, 0) },
-		"signed":   func(f float64) string { s := trimNum(f, 2); if f > 0 { s = "+" + s }; return s },
+		"dur":  humanDur,
+		"ms":   func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) },
+		"pct":  func(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) },
+		"num":  func(f float64) string { return trimNum(f, 2) },
+		"num0": func(f float64) string { return trimNum(f, 0) },
+		"signed": func(f float64) string {
+			s := trimNum(f, 2)
+			if f > 0 {
+				s = "+" + s
+			}
+			return s
+		},
 		"energy":   energy,
 		"unit":     displayUnit,
 		"bytes":    humanBytes,

@@ -142,9 +142,9 @@ type Peer struct {
 
 // Link is a connection between two nodes, by peer ID.
 type Link struct {
-	From  string    `json:"from"`
-	To    string    `json:"to"`
-	State PeerState `json:"state"`
+	From  string        `json:"from"`
+	To    string        `json:"to"`
+	State PeerState     `json:"state"`
 	RTT   time.Duration `json:"rttNs,omitempty"`
 	// TrafficBps is bytes per second over the link, both directions.
 	TrafficBps float64 `json:"trafficBps"`

@@ -47,6 +47,9 @@ type Chart struct {
 	Width    int
 	Height   int
 	Area     bool // fill under the first series
+	// Colour is the palette index of the first series (chart-s<Colour>);
+	// the following series take the next ones.
+	Colour   int
 	Location *time.Location
 }
 
@@ -152,7 +155,7 @@ func Render(w io.Writer, c Chart) error {
 		if s.Simulated {
 			name += " (simulated)"
 		}
-		cls := fmt.Sprintf("chart-s%d", i%6)
+		cls := fmt.Sprintf("chart-s%d", (i+c.Colour)%6)
 		if s.Simulated {
 			cls += " chart-sim"
 		}
@@ -213,7 +216,7 @@ func Render(w io.Writer, c Chart) error {
 	for i, s := range series {
 		pts := downsample(s.Points, maxPoints)
 		paths := polyline(pts, x, y)
-		cls := fmt.Sprintf("chart-s%d", i%6)
+		cls := fmt.Sprintf("chart-s%d", (i+c.Colour)%6)
 		if s.Simulated {
 			cls += " chart-sim"
 			anySim = true
@@ -223,7 +226,7 @@ func Render(w io.Writer, c Chart) error {
 				if len(seg) < 2 {
 					continue
 				}
-				fmt.Fprintf(&b, `<path class="chart-area %s" d="M%.1f %.1f`, fmt.Sprintf("chart-s%d", i%6), seg[0][0], y(lo))
+				fmt.Fprintf(&b, `<path class="chart-area %s" d="M%.1f %.1f`, fmt.Sprintf("chart-s%d", (i+c.Colour)%6), seg[0][0], y(lo))
 				for _, p := range seg {
 					fmt.Fprintf(&b, "L%.1f %.1f", p[0], p[1])
 				}
