@@ -65,3 +65,16 @@ fmt: ## gofmt the tree
 
 clean: ## remove build output
 	rm -rf $(OUT)
+
+.PHONY: bench-image
+bench-image: deps ## image build time (cold and warm), size, boot and update times
+	@rm -rf $(OUT)/bench-gocache; mkdir -p $(OUT)
+	@echo "cold build (empty GOCACHE):"; s=$$(date +%s.%N); \
+	GOCACHE=$$PWD/$(OUT)/bench-gocache $(GO) run ./packages/hypha image -target amd64 -version bench -o $(OUT)/bench.img >/dev/null; \
+	awk -v s=$$s -v e=$$(date +%s.%N) 'BEGIN{printf "  %.1f s\n", e-s}'
+	@echo "warm build:"; s=$$(date +%s.%N); \
+	$(GO) run ./packages/hypha image -target amd64 -version bench -o $(OUT)/bench.img >/dev/null; \
+	awk -v s=$$s -v e=$$(date +%s.%N) 'BEGIN{printf "  %.1f s\n", e-s}'
+	@echo "image: $$(du -m --apparent-size $(OUT)/bench.img | cut -f1) MiB apparent, $$(du -m $(OUT)/bench.img | cut -f1) MiB on disk"
+	@rm -rf $(OUT)/bench-gocache $(OUT)/bench.img*
+	$(GO) test -count=1 -v -run TestApplianceBootUpdate -timeout 25m ./images/ | grep BENCH

@@ -113,11 +113,16 @@ func buildBoot(ctx context.Context, opts Options, l *layout, kernelDir, out stri
 			return fmt.Errorf("%w: syslinux --install: %v %s", ErrBootFS, err, msg)
 		}
 	}
-	f, err := os.Open(out)
+	f, err := os.OpenFile(out, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if !opts.Target.RaspberryPi {
+		if err := patchShortNames(f, f, "loader", "entries"); err != nil {
+			return fmt.Errorf("%w: %v", ErrBootFS, err)
+		}
+	}
 	for _, fl := range files {
 		want := fl.content
 		got, err := readFAT16File(f, "/"+fl.name)

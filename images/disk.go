@@ -194,8 +194,33 @@ func copyInto(f *os.File, src string, off, max int64) error {
 	if fi.Size() > max {
 		return fmt.Errorf("%w: %s is %d bytes, the partition holds %d", ErrDiskTooSmall, src, fi.Size(), max)
 	}
-	_, err = io.Copy(io.NewOffsetWriter(f, off), in)
-	return err
+	// The disk file is sparse: skip blocks of zeros so the image stays
+	// small on disk (the FAT is mostly empty).
+	buf := make([]byte, 64<<10)
+	for pos := int64(0); ; {
+		n, err := io.ReadFull(in, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, werr := f.WriteAt(buf[:n], off+pos); werr != nil {
+				return werr
+			}
+		}
+		pos += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // mkfsPerm formats /perm inside the image at its offset, seeded from dir.

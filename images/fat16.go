@@ -59,6 +59,9 @@ func readFAT16File(r io.ReaderAt, path string) ([]byte, error) {
 				found = true
 				break
 			}
+			if size > 1<<20 {
+				return nil, fmt.Errorf("%s: %d bytes: larger than any file the builder verifies", path, size)
+			}
 			b := make([]byte, size)
 			if _, err := r.ReadAt(b, off); err != nil {
 				return nil, fmt.Errorf("read %s: %w", path, err)
@@ -72,18 +75,22 @@ func readFAT16File(r io.ReaderAt, path string) ([]byte, error) {
 	return nil, fmt.Errorf("%s not found", path)
 }
 
-// shortNameMatches compares a directory entry's 8.3 name with a path
-// component, accepting the first numeric-tail alias (NAME~1.EXT) that both
-// mtools and gokrazy generate for names that do not fit 8.3.
+// shortNameMatches reproduces gokrazy's FAT reader (internal/fat
+// Reader.Extents) exactly, quirks included: it compares the entry's 8.3
+// name case-insensitively with its own short-name rendering of the
+// component, which always ends in "." + the padded extension; so a name
+// without an extension ("loader", "entries") matches only when the entry
+// holds the component byte for byte, lower case included (gokrazy's writer
+// stores names as given). patchShortNames makes mtools' entries match.
 func shortNameMatches(raw []byte, comp string) bool {
-	name := strings.TrimRight(string(raw[:8]), " ")
-	if ext := strings.TrimRight(string(raw[8:11]), " "); ext != "" {
-		name += "." + ext
+	name := string(raw[:8])
+	if i := strings.IndexByte(name, ' '); i >= 0 {
+		name = name[:i]
+	}
+	if raw[8] != ' ' {
+		name += "." + string(raw[8:11])
 	}
 	up := strings.ToUpper(comp)
-	if strings.EqualFold(name, up) {
-		return true
-	}
 	base, ext := up, ""
 	if i := strings.LastIndex(up, "."); i >= 0 {
 		base, ext = up[:i], up[i+1:]
@@ -92,14 +99,57 @@ func shortNameMatches(raw []byte, comp string) bool {
 		if len(base) > 6 {
 			base = base[:6]
 		}
+		base += "~1"
 		if len(ext) > 3 {
 			ext = ext[:3]
 		}
-		alias := base + "~1"
-		if ext != "" {
-			alias += "." + ext
-		}
-		return strings.EqualFold(name, alias)
 	}
-	return false
+	short := base + "." + ext // gokrazy pads ext to 3 spaces, then trims: "X." for no ext
+	return strings.EqualFold(name, short) || name == comp
+}
+
+// patchShortNames rewrites the 8.3 names of the directories on the way to
+// path in lower case, the form gokrazy's reader finds (see
+// shortNameMatches). FAT drivers (Linux, OVMF, systemd-boot) compare short
+// names case-insensitively, so booting is unaffected.
+func patchShortNames(f io.ReaderAt, w io.WriterAt, dirs ...string) error {
+	var bpb [512]byte
+	if _, err := f.ReadAt(bpb[:], 0); err != nil {
+		return err
+	}
+	sectorSize := int64(binary.LittleEndian.Uint16(bpb[11:]))
+	perCluster := int64(bpb[13])
+	reserved := int64(binary.LittleEndian.Uint16(bpb[14:]))
+	rootEntries := int64(binary.LittleEndian.Uint16(bpb[17:]))
+	fatSectors := int64(binary.LittleEndian.Uint16(bpb[22:]))
+	dirOffset := (reserved + fatSectors) * sectorSize
+	dataOffset := dirOffset + (rootEntries*32+sectorSize-1)/sectorSize*sectorSize
+	entries := rootEntries
+	for _, d := range dirs {
+		want := fmt.Sprintf("%-11s", strings.ToUpper(d))
+		found := false
+		for i := int64(0); i < entries; i++ {
+			var e [32]byte
+			if _, err := f.ReadAt(e[:], dirOffset+i*32); err != nil {
+				return err
+			}
+			if e[11] == 0x0f || e[11]&0x10 == 0 || !strings.EqualFold(string(e[:11]), want) {
+				continue
+			}
+			copy(e[:11], fmt.Sprintf("%-11s", d))
+			e[12] = 0 // no "lower case" flag: the bytes are lower case now
+			if _, err := w.WriteAt(e[:13], dirOffset+i*32); err != nil {
+				return err
+			}
+			first := int64(binary.LittleEndian.Uint16(e[26:]))
+			dirOffset = dataOffset + (first-2)*perCluster*sectorSize
+			entries = perCluster * sectorSize / 32
+			found = true
+			break
+		}
+		if !found {
+			return fmt.Errorf("directory %q not found", d)
+		}
+	}
+	return nil
 }
