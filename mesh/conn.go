@@ -368,16 +368,23 @@ func (n *Node) goDial(id peer.ID, upgrade bool) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ok := n.dialDirect(id)
-		if ok && upgrade {
-			for _, c := range n.h.Network().ConnsToPeer(id) {
-				if isRelayed(c) {
-					_ = c.Close()
+		var ok bool
+		if upgrade {
+			if ok = n.dialDirect(id); ok {
+				for _, c := range n.h.Network().ConnsToPeer(id) {
+					if isRelayed(c) {
+						_ = c.Close()
+					}
 				}
 			}
-		}
-		if !ok && !upgrade {
-			ok = n.dialRelayed(id)
+		} else {
+			// Direct and relayed at once: a direct dial to a host behind a
+			// cut link only fails after the ARP timeout (~3s). If both
+			// succeed, trimDuplicates drops the relayed connection.
+			relayed := make(chan bool, 1)
+			go func() { relayed <- n.dialRelayed(id) }()
+			ok = n.dialDirect(id)
+			ok = <-relayed || ok
 		}
 		now := time.Now()
 		n.mu.Lock()
@@ -430,40 +437,37 @@ func (n *Node) dialDirect(id peer.ID) bool {
 	return err == nil
 }
 
-// dialRelayed tries to reach id through each directly connected member
-// that runs a relay, in random order, until one works.
+// dialRelayed tries to reach id through every directly connected member
+// that runs a relay (at most 8), all at once: the swarm dials every
+// circuit address in parallel and keeps the first that works (the relay
+// holding id's reservation).
 func (n *Node) dialRelayed(id peer.ID) bool {
-	var relays []peer.ID
+	var circuits []ma.Multiaddr
 	for _, p := range n.h.Network().Peers() {
-		if p == id {
+		if p == id || len(circuits) == 8 {
 			continue
 		}
 		if protos, _ := n.h.Peerstore().SupportsProtocols(p, proto.ProtoIDv2Hop); len(protos) == 0 {
 			continue
 		}
-		if slices.ContainsFunc(n.h.Network().ConnsToPeer(p), func(c network.Conn) bool { return !isRelayed(c) }) {
-			relays = append(relays, p)
-		}
-	}
-	shuffle(relays)
-	for i, r := range relays {
-		if i == 4 {
-			break
-		}
-		circuit, err := ma.NewMultiaddr("/p2p/" + r.String() + "/p2p-circuit")
-		if err != nil {
+		if !slices.ContainsFunc(n.h.Network().ConnsToPeer(p), func(c network.Conn) bool { return !isRelayed(c) }) {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
-		err = n.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{circuit}})
-		cancel()
-		if err == nil {
-			n.log.Info("reached member through relay", "peer", id, "relay", r)
-			return true
+		if a, err := ma.NewMultiaddr("/p2p/" + p.String() + "/p2p-circuit"); err == nil {
+			circuits = append(circuits, a)
 		}
-		n.log.Debug("relayed dial failed", "peer", id, "relay", r, "err", err)
 	}
-	return false
+	if len(circuits) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
+	defer cancel()
+	if err := n.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: circuits}); err != nil {
+		n.log.Debug("relayed dial failed", "peer", id, "relays", len(circuits), "err", err)
+		return false
+	}
+	n.log.Info("reached member", "peer", id, "relays", len(circuits))
+	return true
 }
 
 // reservationsDueLocked picks the directly connected members at which this
@@ -521,8 +525,12 @@ func (n *Node) goReserve(id peer.ID) {
 	}()
 }
 
-// trimDuplicates keeps one direct connection per peer: the one dialled by
-// the lower peer ID (both sides compute the same choice), else the oldest.
+// trimDuplicates keeps one direct connection per peer. Connections opened
+// within simultaneousWindow of each other are a simultaneous dial: the one
+// dialled by the lower peer ID stays (both sides compute the same choice).
+// Otherwise the newest stays: a peer only redials when it believes the old
+// connection dead (e.g. its link went down and it came back over another
+// one), and the old one may not have failed its liveness ping yet here.
 // Relayed connections are closed once a direct one exists.
 func (n *Node) trimDuplicates() {
 	self := n.h.ID()
@@ -548,24 +556,47 @@ func (n *Node) trimDuplicates() {
 		if len(direct) < 2 {
 			continue
 		}
-		wantDir := network.DirOutbound // we are the lower ID: keep ours
-		if p < self {
-			wantDir = network.DirInbound
-		}
-		keep := direct[0]
-		for _, c := range direct[1:] {
-			kd, cd := keep.Stat().Direction == wantDir, c.Stat().Direction == wantDir
-			if (cd && !kd) || (cd == kd && c.Stat().Opened.Before(keep.Stat().Opened)) {
-				keep = c
-			}
-		}
-		for _, c := range direct {
-			if c != keep {
-				n.log.Debug("closing duplicate connection", "peer", p, "dir", c.Stat().Direction)
-				_ = c.Close()
+		if keep := pickConn(direct, self, p); keep != nil {
+			for _, c := range direct {
+				if c != keep {
+					n.log.Debug("closing duplicate connection", "peer", p, "dir", c.Stat().Direction, "addr", c.RemoteMultiaddr())
+					_ = c.Close()
+				}
 			}
 		}
 	}
+}
+
+const simultaneousWindow = 2 * time.Second
+
+// pickConn chooses the connection to keep among direct connections to
+// peer p (see trimDuplicates).
+func pickConn(conns []network.Conn, self, p peer.ID) network.Conn {
+	newest := conns[0]
+	for _, c := range conns[1:] {
+		if c.Stat().Opened.After(newest.Stat().Opened) {
+			newest = c
+		}
+	}
+	wantDir := network.DirOutbound // we are the lower ID: keep what we dialled
+	if p < self {
+		wantDir = network.DirInbound
+	}
+	var keep network.Conn
+	for _, c := range conns {
+		if newest.Stat().Opened.Sub(c.Stat().Opened) > simultaneousWindow {
+			continue // an older generation
+		}
+		if keep == nil {
+			keep = c
+			continue
+		}
+		kd, cd := keep.Stat().Direction == wantDir, c.Stat().Direction == wantDir
+		if (cd && !kd) || (cd == kd && c.Stat().Opened.Before(keep.Stat().Opened)) {
+			keep = c
+		}
+	}
+	return keep
 }
 
 func shuffle(ids []peer.ID) {

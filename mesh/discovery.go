@@ -1,11 +1,14 @@
 package mesh
 
 import (
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/univrs/hypha/mesh/netconf"
 	"github.com/vishvananda/netns"
 )
@@ -101,6 +104,7 @@ func (n *Node) watchLinks() {
 // member and every candidate due for a dial now.
 func (n *Node) onLinkChange() {
 	n.log.Info("links changed: restarting mDNS and redialling")
+	n.closeStaleConns()
 	n.mdns.restart()
 	now := time.Now()
 	n.mu.Lock()
@@ -114,4 +118,45 @@ func (n *Node) onLinkChange() {
 	}
 	n.mu.Unlock()
 	n.kickMaintain()
+}
+
+// closeStaleConns closes connections whose local address is no longer on
+// an interface that is up with carrier: their packets go nowhere, and the
+// peer is better redialled at once over another link than found dead by
+// the liveness ping seconds later.
+func (n *Node) closeStaleConns() {
+	live := map[netip.Addr]bool{}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagRunning == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				live[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	for _, c := range n.h.Network().Conns() {
+		if isRelayed(c) {
+			continue
+		}
+		ip, err := manet.ToIP(c.LocalMultiaddr())
+		if err != nil {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok || a.IsUnspecified() || live[a.Unmap()] {
+			continue
+		}
+		n.log.Info("closing connection on a lost link", "peer", c.RemotePeer(), "local", c.LocalMultiaddr())
+		_ = c.Close()
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/routing"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -95,6 +96,7 @@ type Node struct {
 	reservations map[peer.ID]time.Time               // guarded by mu; relay -> expiry
 	reserving    map[peer.ID]bool                    // guarded by mu
 	pingers      map[network.Conn]context.CancelFunc // guarded by mu
+	syncing      map[peer.ID]bool                    // guarded by mu; sync in flight
 }
 
 // candidate is a peer found by discovery that is not (yet) a member.
@@ -127,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		reservations: make(map[peer.ID]time.Time),
 		reserving:    make(map[peer.ID]bool),
 		pingers:      make(map[network.Conn]context.CancelFunc),
+		syncing:      make(map[peer.ID]bool),
 	}
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	if err := n.start(); err != nil {
@@ -147,6 +150,10 @@ func (n *Node) start() error {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.EnableRelay(),
 		libp2p.DisableMetrics(),
+		// On a LAN every address is worth trying at once; the default
+		// ranker holds relay addresses back behind direct ones that may
+		// only fail after an ARP timeout.
+		libp2p.DialRanker(swarm.NoDelayDialRanker),
 	}
 	if c.Uplink {
 		opts = append(opts, libp2p.EnableHolePunching(), libp2p.EnableAutoNATv2(), libp2p.NATPortMap())

@@ -22,6 +22,18 @@ import (
 // syncWith pulls from id, retrying a few times (a fresh connection may be
 // closed as a duplicate under the first attempt).
 func (n *Node) syncWith(id peer.ID, attempts int) {
+	n.mu.Lock()
+	if n.syncing[id] {
+		n.mu.Unlock()
+		return // one exchange at a time per peer
+	}
+	n.syncing[id] = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.syncing, id)
+		n.mu.Unlock()
+	}()
 	for i := range attempts {
 		if i > 0 {
 			select {
