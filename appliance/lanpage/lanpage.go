@@ -739,6 +739,10 @@ func (p *page) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.streams.Add(-1)
+	// The baseline is what the page shows; render it before answering, so
+	// that a change after the client saw the headers is always sent.
+	ctx := r.Context()
+	last, _ := p.liveHTML(ctx, v, r)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -747,8 +751,6 @@ func (p *page) events(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "retry: %d\n\n", max(1000, p.cfg.interval.Milliseconds()))
 	fl.Flush()
 
-	ctx := r.Context()
-	last, _ := p.liveHTML(ctx, v, r)
 	t := time.NewTicker(p.cfg.interval)
 	defer t.Stop()
 	idle := 0

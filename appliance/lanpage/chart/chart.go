@@ -394,7 +394,7 @@ func timeTicks(a, b time.Time, loc *time.Location) []tick {
 		{30 * time.Minute, 0, "15:04"}, {time.Hour, 0, "15:04"}, {2 * time.Hour, 0, "15:04"},
 		{3 * time.Hour, 0, "15:04"}, {6 * time.Hour, 0, "15:04"}, {12 * time.Hour, 0, "Jan 2 15h"},
 		{24 * time.Hour, 0, "Jan 2"}, {2 * 24 * time.Hour, 0, "Jan 2"}, {7 * 24 * time.Hour, 0, "Jan 2"},
-		{14 * 24 * time.Hour, 0, "Jan 2"}, {0, 1, "Jan"}, {0, 2, "Jan"}, {0, 3, "Jan 2006"},
+		{14 * 24 * time.Hour, 0, "Jan 2"}, {0, 1, "Jan"}, {0, 2, "Jan 2006"}, {0, 3, "Jan 2006"},
 		{0, 6, "Jan 2006"}, {0, 12, "2006"}, {0, 60, "2006"}, {0, 600, "2006"},
 	}
 	for _, s := range steps {
@@ -421,8 +421,12 @@ func timeTicks(a, b time.Time, loc *time.Location) []tick {
 				}
 			}
 		} else {
-			t := time.Date(a.Year(), a.Month(), 1, 0, 0, 0, 0, loc)
-			for ; !t.After(b) && len(out) < 12; t = t.AddDate(0, s.months, 0) {
+			// Calendar-aligned: every step-th month counted from January.
+			t := time.Date(a.Year(), 1, 1, 0, 0, 0, 0, loc)
+			if s.months > 12 {
+				t = time.Date(a.Year()-a.Year()%(s.months/12), 1, 1, 0, 0, 0, 0, loc)
+			}
+			for i := 0; !t.After(b) && len(out) < 12 && i < 1000; i, t = i+1, t.AddDate(0, s.months, 0) {
 				if !t.Before(a) {
 					out = append(out, tick{t, t.Format(s.layout)})
 				}
