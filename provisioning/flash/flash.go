@@ -12,8 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,8 +45,9 @@ type Progress struct {
 
 // Options tune Flash. The zero value flashes real devices with defaults.
 type Options struct {
-	// Progress, when set, is called from Flash's goroutine at most every
-	// ProgressInterval during a phase and once at its end.
+	// Progress, when set, is called at most every ProgressInterval during a
+	// phase and once at its end, from one goroutine at a time (never
+	// concurrently), not necessarily the caller's.
 	Progress func(Progress)
 	// ProgressInterval defaults to 500 ms.
 	ProgressInterval time.Duration
@@ -266,41 +269,93 @@ func Flash(ctx context.Context, image, target string, o Options) (Result, error)
 	return res, nil
 }
 
-func flashTo(ctx context.Context, img io.Reader, size int64, dev Device, o *Options) (Result, error) {
-	chunk := int64(o.ChunkSize)
-	buf := make([]byte, chunk)
+// depth is the number of chunks in flight in each phase's pipeline.
+const depth = 4
+
+type chunk struct {
+	off  int64
+	n    int
+	a, b []byte
+}
+
+// flashTo runs the two phases as pipelines so hashing overlaps the I/O:
+// write = read image → SHA-256 → write device; verify = read device and
+// image → compare bytes, SHA-256 of what came back.
+func flashTo(ctx context.Context, img io.ReaderAt, size int64, dev Device, o *Options) (Result, error) {
+	csize := int64(o.ChunkSize)
 	whole := sha256.New()
-	var sums [][sha256.Size]byte
-	var off, sinceSync int64
+	var written atomic.Int64
 	m := newMeter(o, "write", size)
 	start := time.Now()
-	for off < size {
-		if err := ctx.Err(); err != nil {
-			return Result{Bytes: off}, fmt.Errorf("after %d of %d bytes: %w (%w)", off, size, ErrInterrupted, err)
-		}
-		n := min(chunk, size-off)
-		if _, err := io.ReadFull(img, buf[:n]); err != nil {
-			return Result{Bytes: off}, fmt.Errorf("read image at %d: %v: %w", off, err, ErrInterrupted)
-		}
-		whole.Write(buf[:n])
-		sums = append(sums, sha256.Sum256(buf[:n]))
-		if _, err := dev.WriteAt(buf[:n], off); err != nil {
-			return Result{Bytes: off}, fmt.Errorf("write at %d of %d bytes: %v: %w", off, size, err, ErrInterrupted)
-		}
-		off += n
-		sinceSync += n
-		if sinceSync >= o.SyncEvery {
-			if err := dev.Sync(); err != nil {
-				return Result{Bytes: off}, fmt.Errorf("sync at %d: %v: %w", off, err, ErrInterrupted)
-			}
-			sinceSync = 0
-		}
-		m.report(off, false)
+
+	g, gctx := errgroup.WithContext(ctx)
+	free := make(chan []byte, depth)
+	for range depth {
+		free <- make([]byte, csize)
 	}
-	m.report(off, true)
+	toHash, toWrite := make(chan chunk, depth), make(chan chunk, depth)
+	g.Go(func() error { // read the image
+		defer close(toHash)
+		for off := int64(0); off < size; off += csize {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			n := int(min(csize, size-off))
+			if _, err := img.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				return fmt.Errorf("read image at %d: %v: %w", off, err, ErrInterrupted)
+			}
+			toHash <- chunk{off: off, n: n, a: buf}
+		}
+		return nil
+	})
+	g.Go(func() error { // hash it
+		defer close(toWrite)
+		for c := range toHash {
+			whole.Write(c.a[:c.n])
+			select {
+			case toWrite <- c:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	g.Go(func() error { // write it; the only goroutine reporting progress
+		var sinceSync int64
+		for c := range toWrite {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			if _, err := dev.WriteAt(c.a[:c.n], c.off); err != nil {
+				return fmt.Errorf("write at %d of %d bytes: %v: %w", c.off, size, err, ErrInterrupted)
+			}
+			done := written.Add(int64(c.n))
+			sinceSync += int64(c.n)
+			if sinceSync >= o.SyncEvery {
+				if err := dev.Sync(); err != nil {
+					return fmt.Errorf("sync at %d: %v: %w", done, err, ErrInterrupted)
+				}
+				sinceSync = 0
+			}
+			m.report(done, false)
+			free <- c.a
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		off := written.Load()
+		if ctx.Err() != nil {
+			return Result{Bytes: off}, fmt.Errorf("after %d of %d bytes: %w (%w)", off, size, ErrInterrupted, ctx.Err())
+		}
+		return Result{Bytes: off}, err
+	}
+	m.report(size, true)
 	sm := newMeter(o, "sync", size)
 	if err := dev.Sync(); err != nil {
-		return Result{Bytes: off}, fmt.Errorf("final sync: %v: %w", err, ErrInterrupted)
+		return Result{Bytes: size}, fmt.Errorf("final sync: %v: %w", err, ErrInterrupted)
 	}
 	sm.report(size, true)
 	res := Result{Bytes: size, SHA256: hex.EncodeToString(whole.Sum(nil)), WriteTime: time.Since(start)}
@@ -310,27 +365,69 @@ func flashTo(ctx context.Context, img io.Reader, size int64, dev Device, o *Opti
 			o.Logger.Warn("flash: cannot drop the page cache; read-back may come from memory", "err", err)
 		}
 	}
-	vstart := time.Now()
+	if err := verify(ctx, img, size, dev, o, res.SHA256); err != nil {
+		return res, err
+	}
+	res.VerifyTime = time.Since(start) - res.WriteTime
+	return res, nil
+}
+
+func verify(ctx context.Context, img io.ReaderAt, size int64, dev Device, o *Options, want string) error {
+	csize := int64(o.ChunkSize)
 	vm := newMeter(o, "verify", size)
 	back := sha256.New()
-	for i, off := 0, int64(0); off < size; i, off = i+1, off+chunk {
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("verify cancelled after %d of %d bytes: the image is written but NOT verified: %w", off, size, err)
+	g, gctx := errgroup.WithContext(ctx)
+	type pair struct{ a, b []byte }
+	free := make(chan pair, depth)
+	for range depth {
+		free <- pair{make([]byte, csize), make([]byte, csize)}
+	}
+	toCheck := make(chan chunk, depth)
+	g.Go(func() error { // read device and image
+		defer close(toCheck)
+		for off := int64(0); off < size; off += csize {
+			var p pair
+			select {
+			case p = <-free:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			n := int(min(csize, size-off))
+			if _, err := dev.ReadAt(p.a[:n], off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				return fmt.Errorf("read back at %d: %v: %w", off, err, ErrVerify)
+			}
+			if _, err := img.ReadAt(p.b[:n], off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				return fmt.Errorf("re-read image at %d: %w", off, err)
+			}
+			toCheck <- chunk{off: off, n: n, a: p.a, b: p.b}
 		}
-		n := min(chunk, size-off)
-		if _, err := dev.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-			return res, fmt.Errorf("read back at %d: %v: %w", off, err, ErrVerify)
+		return nil
+	})
+	g.Go(func() error { // compare and hash
+		for c := range toCheck {
+			if !bytes.Equal(c.a[:c.n], c.b[:c.n]) {
+				i := 0
+				for c.a[i] == c.b[i] {
+					i++
+				}
+				return fmt.Errorf("byte %d read back as %#02x, the image has %#02x (bad medium or fake capacity): %w",
+					c.off+int64(i), c.a[i], c.b[i], ErrVerify)
+			}
+			back.Write(c.a[:c.n])
+			vm.report(c.off+int64(c.n), false)
+			free <- pair{c.a, c.b}
 		}
-		back.Write(buf[:n])
-		if s := sha256.Sum256(buf[:n]); s != sums[i] {
-			return res, fmt.Errorf("bytes %d..%d read back differ from the image (bad medium or fake capacity): %w", off, off+n, ErrVerify)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("verify cancelled: the image is written but NOT verified: %w", ctx.Err())
 		}
-		vm.report(off+n, false)
+		return err
 	}
 	vm.report(size, true)
-	if got := back.Sum(nil); !bytes.Equal(got, whole.Sum(nil)) {
-		return res, fmt.Errorf("read-back SHA-256 %x, image %s: %w", got, res.SHA256, ErrVerify)
+	if got := hex.EncodeToString(back.Sum(nil)); got != want {
+		return fmt.Errorf("read-back SHA-256 %s, image %s: %w", got, want, ErrVerify)
 	}
-	res.VerifyTime = time.Since(vstart)
-	return res, nil
+	return nil
 }
