@@ -1,0 +1,17 @@
+# provisioning/ (community, invites, flash) and hwtest/.
+# The flash tests attach loop devices (losetup, from Debian "mount"), format
+# and mount a partition (mkfs.ext4 from e2fsprogs); the flash benchmark
+# compares with dd and sha256sum (coreutils). They skip without root.
+DEBS += mount e2fsprogs coreutils
+
+.PHONY: bench-provisioning fuzz-provisioning
+
+bench-provisioning: ## flash throughput (file, loop device) vs dd and dd+sha256sum; memory bandwidth probe vs a plain copy
+	$(GO) test -run '^$$' -bench 'Flash' -benchtime 1x ./provisioning/flash
+	$(GO) test -run '^$$' -bench 'BandwidthProbe' -benchtime 10x ./hwtest
+
+fuzz-provisioning: ## fuzz manifest, invite, PSK and hwtest report decoders for 15 s each
+	for f in FuzzManifest FuzzInvite FuzzParsePSK; do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s ./provisioning || exit 1; \
+	done
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime 15s ./hwtest
