@@ -66,7 +66,7 @@ type cluster struct {
 
 const asker, server = 0, 1
 
-func newCluster(t *testing.T, count int, p Params, h Handler) *cluster {
+func newCluster(t testing.TB, count int, p Params, h Handler) *cluster {
 	t.Helper()
 	c := &cluster{obs: &obsLog{}}
 	var mem StaticMembership
@@ -314,7 +314,7 @@ func TestRelayKilled(t *testing.T) {
 // table empties.
 func TestReplyStateExpires(t *testing.T) {
 	p := testParams()
-	p.Expiry = time.Second
+	p.Expiry = 3 * time.Second // long enough to reach every relay on a loaded machine
 	release := make(chan struct{})
 	late := func(ctx context.Context, req []byte) ([]byte, error) {
 		<-release // ignores ctx on purpose
@@ -333,7 +333,7 @@ func TestReplyStateExpires(t *testing.T) {
 		key   linkKey
 	}
 	var sessions []held
-	waitFor(t, 5*time.Second, "a session at every relay", func() bool {
+	waitFor(t, p.Expiry, "a session at every relay", func() bool {
 		sessions = sessions[:0]
 		for i := 2; i < len(c.nodes); i++ {
 			n := c.nodes[i]
