@@ -2,6 +2,7 @@ package quant
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/univrs/hypha/inference/gguf"
 )
@@ -136,7 +137,7 @@ func Dot(t gguf.TensorType, w []byte, a *Act, n int) float32 {
 	case gguf.TensorQ4_K:
 		return dotQ4K(w, a.D, a.Q, a.BSums, n/QK_K)
 	case gguf.TensorQ6_K:
-		return dotQ6K(w, a.D, a.Q, n/QK_K)
+		return dotQ6K(w, a.D, a.Q, a.BSums, n/QK_K)
 	}
 	panic("quant: Dot of unsupported type " + t.String())
 }
@@ -185,7 +186,15 @@ func axpyGeneric(a float32, x, y []float32) {
 	}
 }
 
+// littleEndian is true on the targets that matter (amd64, arm64), where a
+// little-endian F32 row can be read in place.
+var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
+
 func dotF32Generic(w []byte, x []float32) float32 {
+	if littleEndian && len(x) > 0 {
+		_ = w[4*len(x)-1]
+		return dotF32s(unsafe.Slice((*float32)(unsafe.Pointer(&w[0])), len(x)), x)
+	}
 	var s0, s1 float32
 	n := len(x)
 	w = w[:4*n]
@@ -293,7 +302,7 @@ func dotQ4KGeneric(w []byte, xd []float32, xq []int8, bsums []int16, nb int) flo
 	return sum
 }
 
-func dotQ6KGeneric(w []byte, xd []float32, xq []int8, nb int) float32 {
+func dotQ6KGeneric(w []byte, xd []float32, xq []int8, _ []int16, nb int) float32 {
 	var sum float32
 	var a [QK_K]int8
 	for b := 0; b < nb; b++ {

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package engine
+
+func mapFile(path string, size int64) ([]byte, func() error, error) { return fileBytes(path, size) }
