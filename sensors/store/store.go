@@ -514,3 +514,48 @@ func (s *Store) Series(stream string, from, to time.Time, step time.Duration) (S
 	sort.Slice(out.Points, func(i, j int) bool { return out.Points[i].Time.Before(out.Points[j].Time) })
 	return out, nil
 }
+
+// Raw returns up to limit raw samples of a stream with from <= time < to,
+// newest first when desc.
+func (s *Store) Raw(stream string, from, to time.Time, limit int, desc bool) ([]Sample, error) {
+	var out []Sample
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("raw")).Bucket([]byte(stream))
+		if b == nil {
+			return fmt.Errorf("raw %q: %w", stream, obs.ErrUnknownStream)
+		}
+		lo, hi := timeKey(from.UnixNano()), timeKey(to.UnixNano())
+		if from.Before(time.Unix(0, 0)) {
+			lo = timeKey(0)
+		}
+		c := b.Cursor()
+		var k, v []byte
+		next := c.Next
+		if desc {
+			k, v = c.Seek(hi)
+			if k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+			next = c.Prev
+		} else {
+			k, v = c.Seek(lo)
+		}
+		for ; k != nil && len(out) < limit; k, v = next() {
+			if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) >= 0 {
+				break
+			}
+			if len(k) != 8 {
+				return fmt.Errorf("raw %q: %w: key of %d bytes", stream, obs.ErrCorrupt, len(k))
+			}
+			val, sim, err := DecodeRaw(v)
+			if err != nil {
+				return fmt.Errorf("raw %q: %w", stream, err)
+			}
+			out = append(out, Sample{Stream: stream, Time: time.Unix(0, int64(binary.BigEndian.Uint64(k))), Value: val, Simulated: sim})
+		}
+		return nil
+	})
+	return out, err
+}
