@@ -167,3 +167,21 @@ func VerifyInvite(m *Manifest, token string, now time.Time) (*Invite, error) {
 	}
 	return inv, nil
 }
+
+// VerifyEnrolment checks that a box whose node identity is nodeKey may enrol
+// with token: a valid box invite (VerifyInvite) that, when it names a
+// subject, names this node. A steward typically issues the invite after
+// reading the node key off the new box's LAN page.
+func VerifyEnrolment(m *Manifest, token string, nodeKey PublicKey, now time.Time) (*Invite, error) {
+	inv, err := VerifyInvite(m, token, now)
+	if err != nil {
+		return nil, err
+	}
+	if inv.Role != RoleBox {
+		return nil, fmt.Errorf("verify enrolment: invite is for role %q, not %q: %w", inv.Role, RoleBox, ErrInvalid)
+	}
+	if len(inv.Subject) != 0 && !inv.Subject.Equal(nodeKey) {
+		return nil, fmt.Errorf("verify enrolment: invite is bound to node %s, not %s: %w", inv.Subject, nodeKey, ErrBadSignature)
+	}
+	return inv, nil
+}

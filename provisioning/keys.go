@@ -118,6 +118,10 @@ const (
 	argonKeyLen  = 32
 )
 
+// argonCost is what HashStewardPassword uses; tests lower it to keep the
+// suite fast (CheckStewardPassword reads the cost from the hash itself).
+var argonCost = struct{ time, memory uint32 }{argonTime, argonMemory}
+
 // HashStewardPassword returns an argon2id hash of password in the PHC string
 // format "$argon2id$v=19$m=65536,t=3,p=2$<salt>$<hash>" (unpadded base64).
 func HashStewardPassword(password string) (string, error) {
@@ -128,9 +132,10 @@ func HashStewardPassword(password string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("steward password: %w", err)
 	}
-	h := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	c := argonCost
+	h := argon2.IDKey([]byte(password), salt, c.time, c.memory, argonThreads, argonKeyLen)
 	b64 := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, c.memory, c.time, argonThreads,
 		b64.EncodeToString(salt), b64.EncodeToString(h)), nil
 }
 

@@ -17,6 +17,13 @@ import (
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
+func TestMain(m *testing.M) {
+	// Cheap password hashes for the suite; TestPasswordHash checks the
+	// production cost.
+	argonCost.time, argonCost.memory = 1, 1024
+	os.Exit(m.Run())
+}
+
 func newCommunity(t *testing.T) (string, *Community, ed25519.PrivateKey) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "village")
@@ -418,7 +425,10 @@ func TestManifestValidation(t *testing.T) {
 }
 
 func TestPasswordHash(t *testing.T) {
+	saved := argonCost
+	argonCost.time, argonCost.memory = argonTime, argonMemory
 	h, err := HashStewardPassword("s3cret-pass")
+	argonCost = saved
 	if err != nil {
 		t.Fatal(err)
 	}
