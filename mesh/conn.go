@@ -598,20 +598,3 @@ func pickConn(conns []network.Conn, self, p peer.ID) network.Conn {
 	}
 	return keep
 }
-
-func shuffle(ids []peer.ID) {
-	for i := len(ids) - 1; i > 0; i-- {
-		j := int(randUint64() % uint64(i+1))
-		ids[i], ids[j] = ids[j], ids[i]
-	}
-}
-
-func randUint64() uint64 {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
-}

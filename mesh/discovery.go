@@ -41,6 +41,12 @@ func (r *mdnsRunner) restart() {
 	if r.n.ctx.Err() != nil {
 		return
 	}
+	if !multicastUp() {
+		// zeroconf would retry and log every few seconds; the next link
+		// event starts mDNS again.
+		r.n.log.Info("mdns paused: no multicast link up")
+		return
+	}
 	svc := mdns.NewMdnsService(r.n.h, r.n.cfg.ServiceName, mdnsNotifee{r.n})
 	if err := svc.Start(); err != nil {
 		// No address yet (link down at boot): the next link event retries.
@@ -159,4 +165,20 @@ func (n *Node) closeStaleConns() {
 		n.log.Info("closing connection on a lost link", "peer", c.RemotePeer(), "local", c.LocalMultiaddr())
 		_ = c.Close()
 	}
+}
+
+// multicastUp reports whether a non-loopback interface that can multicast
+// is up with carrier.
+func multicastUp() bool {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return true // let mDNS find out
+	}
+	for _, ifc := range ifaces {
+		f := ifc.Flags
+		if f&net.FlagUp != 0 && f&net.FlagRunning != 0 && f&net.FlagMulticast != 0 && f&net.FlagLoopback == 0 {
+			return true
+		}
+	}
+	return false
 }

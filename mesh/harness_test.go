@@ -109,7 +109,7 @@ func runChild() int {
 	_ = n.Announce(Announcement{Name: name, Roles: []string{"test"}})
 	emit(childMsg{Ev: "ready", ID: n.ID().String()})
 
-	var stopAnn context.CancelFunc = func() {}
+	stopAnn := func() {}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var c childMsg
@@ -121,8 +121,10 @@ func runChild() int {
 		case "announce_every":
 			stopAnn()
 			ctx, cancel := context.WithCancel(context.Background())
-			stopAnn = cancel
+			stopped := make(chan struct{})
+			stopAnn = func() { cancel(); <-stopped }
 			go func(every time.Duration) {
+				defer close(stopped)
 				t := time.NewTicker(every)
 				defer t.Stop()
 				for i := 0; ; i++ {
@@ -136,6 +138,7 @@ func runChild() int {
 			}(time.Duration(c.MS) * time.Millisecond)
 		case "announce_stop":
 			stopAnn()
+			stopAnn = func() {}
 			emit(childMsg{Ev: "stopped"})
 		case "echo":
 			go func(p string) {

@@ -312,6 +312,7 @@ func TestNetnsChurn(t *testing.T) {
 	end := time.Now().Add(30 * time.Second)
 	down := map[int]time.Time{}
 	cuts := 0
+	var downTotal time.Duration
 	for time.Now().Before(end) {
 		now := time.Now()
 		for i, until := range down {
@@ -324,7 +325,9 @@ func TestNetnsChurn(t *testing.T) {
 			i := rng.IntN(5)
 			if _, ok := down[i]; !ok {
 				tp.setLink(i, false)
-				down[i] = now.Add(time.Duration(2000+rng.IntN(3000)) * time.Millisecond)
+				d := time.Duration(2000+rng.IntN(3000)) * time.Millisecond
+				down[i] = now.Add(d)
+				downTotal += d
 				cuts++
 			}
 		}
@@ -336,16 +339,19 @@ func TestNetnsChurn(t *testing.T) {
 	stopAnnouncing(t, cs)
 	_, missingAtStop := allDelivered(cs)
 	g, _, _ := viaCounts(cs)
-	expected := 0
-	for _, c := range cs {
-		expected += len(ownSeqs(c)) * (len(cs) - 1)
-	}
 	settled := poll(t, 45*time.Second, "every announcement delivered everywhere after the churn", func() bool {
 		ok, _ := allDelivered(cs)
 		return ok
 	})
 	_, s, total := viaCounts(cs)
-	t.Logf("%d link cuts, %d announcement deliveries expected", cuts, expected)
+	expected := 0
+	for _, c := range cs {
+		expected += len(ownSeqs(c)) * (len(cs) - 1)
+	}
+	if total != expected {
+		t.Errorf("%d deliveries, want exactly %d", total, expected)
+	}
+	figure(t, "churn_load", fmt.Sprintf("%d link cuts of 2-5s in 30s, nodes isolated %.0f%% of node-time, %d deliveries expected", cuts, 100*downTotal.Seconds()/(5*30), expected))
 	figure(t, "churn_delivery_ratio_gossip_only", fmt.Sprintf("%.3f (%d/%d)", float64(g)/float64(expected), g, expected))
 	figure(t, "churn_missing_when_announcing_stopped", missingAtStop)
 	figure(t, "churn_delivery_ratio_with_anti_entropy", fmt.Sprintf("%.3f (%d/%d, %d by sync, complete %s after the last cut healed)", float64(total)/float64(expected), total, expected, s, ms(settled.Sub(end))))

@@ -153,7 +153,7 @@ func (n *Node) start() error {
 		// On a LAN every address is worth trying at once; the default
 		// ranker holds relay addresses back behind direct ones that may
 		// only fail after an ARP timeout.
-		libp2p.DialRanker(swarm.NoDelayDialRanker),
+		libp2p.SwarmOpts(swarm.WithDialRanker(swarm.NoDelayDialRanker)),
 	}
 	if c.Uplink {
 		opts = append(opts, libp2p.EnableHolePunching(), libp2p.EnableAutoNATv2(), libp2p.NATPortMap())

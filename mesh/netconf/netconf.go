@@ -164,11 +164,18 @@ func (m *Manager) Apply() (Result, error) {
 		return Result{}, fmt.Errorf("netconf apply: list links: %w", err)
 	}
 	res := Result{Bridge: m.cfg.Bridge, Addr: m.ula}
+	chosen := map[int]bool{}
 	for _, l := range links {
 		a := l.Attrs()
 		if !m.wantedLocked(l, br.Attrs().Index) {
 			continue
 		}
+		// Both ends of a veth pair on one bridge make a loop that floods
+		// the LAN: take only the first end.
+		if l.Type() == "veth" && a.NetNsID < 0 && chosen[a.ParentIndex] && len(m.cfg.Links) == 0 {
+			continue
+		}
+		chosen[a.Index] = true
 		if a.MasterIndex != br.Attrs().Index {
 			if err := m.moveAddrsLocked(l, br); err != nil {
 				return res, err
