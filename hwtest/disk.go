@@ -88,14 +88,22 @@ func readProbe(ctx context.Context, path string, limit int64, budget time.Durati
 	var n int64
 	t0 := time.Now()
 	deadline := t0.Add(budget)
-	for n < limit && time.Now().Before(deadline) && ctx.Err() == nil {
-		m, err := f.ReadAt(buf, n)
+	// At least one request, so a tiny budget still yields a figure.
+	for n < limit {
+		want := int64(blk)
+		if limit-n < want {
+			want = (limit - n + 4095) &^ 4095 // O_DIRECT lengths stay block aligned
+		}
+		m, err := f.ReadAt(buf[:want], n)
 		n += int64(m)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return 0, n, fmt.Errorf("read %s at %d: %w", filepath.Base(path), n, err)
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			break
 		}
 	}
 	took := time.Since(t0)

@@ -7,10 +7,12 @@ import (
 	"strconv"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
-// netlinkLinks lists the interfaces of the current network namespace via
-// netlink and completes them from sysfs (speed, carrier, wireless).
+// netlinkLinks lists the interfaces of the calling thread's network
+// namespace via netlink (carrier = IFF_LOWER_UP) and completes them from
+// sysfs (speed, wireless).
 func (p *Prober) netlinkLinks() ([]NIC, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -19,16 +21,20 @@ func (p *Prober) netlinkLinks() ([]NIC, error) {
 	out := make([]NIC, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
-		n := NIC{Name: a.Name, Kind: l.Type(), MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+		n := NIC{Name: a.Name, Kind: l.Type(), MTU: a.MTU, Up: a.Flags&net.FlagUp != 0,
+			Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0}
 		if len(a.HardwareAddr) > 0 {
 			n.MAC = a.HardwareAddr.String()
 		}
 		if a.Flags&net.FlagLoopback != 0 {
 			n.Kind = "loopback"
 		}
-		p.sysfsLink(&n)
-		if a.OperState == netlink.OperUp {
-			n.Carrier = true
+		// sysfs shows the network namespace it was mounted in: use it only
+		// when it describes this very interface.
+		if s, err := p.readString("sys/class/net", a.Name, "ifindex"); err == nil && s == strconv.Itoa(a.Index) {
+			carrier := n.Carrier
+			p.sysfsLink(&n)
+			n.Carrier = carrier
 		}
 		out = append(out, n)
 	}
