@@ -211,8 +211,8 @@ type BioregionTotal struct {
 	TokensIn     uint64    `json:"tokens_in"`
 	TokensOut    uint64    `json:"tokens_out"`
 	MilliJoules  uint64    `json:"millijoules"` // energy spent serving
-	// SolarWh is the solar energy observed, as the mean of the solar power
-	// observations of the period's transactions (W) times the period length.
+	// MeanSolarW is the mean of the solar power observations attached to
+	// the period's transactions (SolarSamples of them).
 	MeanSolarW   float64 `json:"mean_solar_w"`
 	SolarSamples int     `json:"solar_samples"`
 	Observations int     `json:"observations"`

@@ -49,7 +49,10 @@ func encodeSummary(items []summaryItem) []byte {
 
 func decodeSummary(b []byte) ([]summaryItem, error) {
 	d := decoder{what: "sync summary", b: b}
-	n := int(binary.BigEndian.Uint32(append(d.take(4, "count"), 0, 0, 0, 0)[:4]))
+	var n int
+	if c := d.take(4, "count"); c != nil {
+		n = int(binary.BigEndian.Uint32(c))
+	}
 	if d.err == nil && n*summaryItemSize != len(b)-4 {
 		d.fail("count %d does not match %d payload bytes", n, len(b)-4)
 	}
@@ -98,6 +101,14 @@ func decodeBatch(what string, b []byte) ([][]byte, error) {
 // payload, as read after the length prefix) and returns what it contains.
 // It exists for fuzzing and diagnostics; Sync uses the same decoders.
 func DecodeSyncMessage(typ byte, payload []byte) (any, error) {
+	v, err := decodeSyncMessage(typ, payload)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func decodeSyncMessage(typ byte, payload []byte) (any, error) {
 	switch typ {
 	case msgHello:
 		return decodeHello(payload)
