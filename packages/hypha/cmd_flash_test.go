@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/univrs/hypha/provisioning"
 	"github.com/univrs/hypha/provisioning/flash"
 )
 
@@ -42,7 +44,7 @@ func TestFlashCLIToFile(t *testing.T) {
 	}
 }
 
-func TestFlashCLIRefusesSystemDisk(t *testing.T) {
+func TestFlashCLIRefusesDirectory(t *testing.T) {
 	var buf bytes.Buffer
 	// "/" itself is a directory, never a target.
 	err := flashMain(context.Background(), []string{"/etc/hostname", "/"}, strings.NewReader("yes\n"), &buf, false)
@@ -56,5 +58,98 @@ func TestHumanBytes(t *testing.T) {
 		if got := humanBytes(n); got != want {
 			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+func TestFlashCLIInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.img")
+	os.WriteFile(img, make([]byte, 8<<20), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Ctrl-C before the first chunk
+	var buf bytes.Buffer
+	err := flashMain(ctx, []string{img, filepath.Join(dir, "stick")}, strings.NewReader(""), &buf, false)
+	if !errors.Is(err, flash.ErrInterrupted) || !strings.Contains(buf.String(), "INTERRUPTED: ") || strings.Contains(buf.String(), "safe to remove") {
+		t.Fatalf("err = %v, output:\n%s", err, buf.String())
+	}
+}
+
+// TestProvisionFlashBoot is the steward's path up to the stick: create a
+// community, bake it into a /perm tree, make the ext4 /perm filesystem the
+// way the image builder does, flash it to a loop device with hypha flash,
+// mount the stick and load the community as a box would at boot. A
+// manifest of another community is refused by that box.
+func TestProvisionFlashBoot(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root (loop device, mount)")
+	}
+	for _, c := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("%s not installed", c)
+		}
+	}
+	t.Setenv("HYPHA_STEWARD_PASSWORD", "stick-test-pw")
+	dir := t.TempDir()
+	comm := filepath.Join(dir, "village")
+	if _, err := runComm(t, "", "init", "-dir", comm, "-name", "Loopville"); err != nil {
+		t.Fatal(err)
+	}
+	perm := filepath.Join(dir, "perm")
+	if err := provisioning.BakePerm(comm, perm); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "perm.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "perm", "-d", perm, img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	back := filepath.Join(dir, "stick.raw")
+	os.WriteFile(back, nil, 0o644)
+	os.Truncate(back, 32<<20)
+	out, err := exec.Command("losetup", "--find", "--show", back).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+
+	var buf bytes.Buffer
+	if err := flashMain(context.Background(), []string{"-yes", img, dev}, strings.NewReader(""), &buf, false); err != nil {
+		t.Fatalf("flash: %v\n%s", err, buf.String())
+	}
+	if !strings.Contains(buf.String(), "It is now safe to remove "+dev) {
+		t.Fatalf("flash output:\n%s", buf.String())
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", "-o", "ro", dev, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+
+	// Mounted now: flashing it again must be refused.
+	if err := flashMain(context.Background(), []string{"-yes", img, dev}, strings.NewReader(""), &buf, false); !errors.Is(err, flash.ErrMounted) {
+		t.Fatalf("flash to the mounted stick: %v", err)
+	}
+	box, err := provisioning.LoadCommunity(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := provisioning.OpenDir(comm)
+	if box.ID() != want.ID() || box.PSK != want.PSK || box.CheckStewardPassword("stick-test-pw") != nil {
+		t.Fatalf("community on the stick differs from the steward's")
+	}
+	if _, err := os.Stat(filepath.Join(mnt, provisioning.PermSubdir, provisioning.StewardKey)); !os.IsNotExist(err) {
+		t.Fatalf("steward key on the stick: %v", err)
+	}
+	other := filepath.Join(dir, "other")
+	if _, err := runComm(t, "", "init", "-dir", other, "-name", "Elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	oc, _ := provisioning.OpenDir(other)
+	if _, err := provisioning.VerifyUpdate(box.Signed, oc.Signed); !errors.Is(err, provisioning.ErrWrongCommunity) {
+		t.Fatalf("manifest of another community accepted: %v", err)
+	}
+	if box.PSK == oc.PSK {
+		t.Fatal("two communities share a mesh key")
 	}
 }
