@@ -374,3 +374,45 @@ func BenchmarkBandwidthProbe(b *testing.B) {
 		}
 	})
 }
+
+func TestSections(t *testing.T) {
+	r := fixedReport(t)
+	Recommend(r)
+	s := r.Sections()
+	names := make([]string, len(s))
+	for i, x := range s {
+		names[i] = x.Name
+	}
+	if !slices.Equal(names, []string{"CPU", "Memory", "Disks", "Network", "GPU", "Buses", "Temperatures", "Models"}) {
+		t.Fatalf("sections %v", names)
+	}
+	find := func(sec, item string) Item {
+		for _, x := range s {
+			if x.Name != sec {
+				continue
+			}
+			for _, it := range x.Items {
+				if it.Name == item {
+					return it
+				}
+			}
+		}
+		t.Fatalf("no %s/%s", sec, item)
+		return Item{}
+	}
+	if it := find("Memory", "bandwidth"); it.Value != "38.0 GB/s" || it.Status != StatusOK {
+		t.Errorf("bandwidth %+v", it)
+	}
+	if it := find("Network", "wlp4s0"); it.Value != "down" || it.Detail != "wireless" {
+		t.Errorf("wlan %+v", it)
+	}
+	if it := find("Models", "70B Q4_K_M (Llama-3.1-70B class)"); it.Status != StatusFail {
+		t.Errorf("70B %+v", it)
+	}
+	if it := find("Models", "32B Q4_K_M (Qwen2.5-32B class)"); it.Status != StatusWarn || it.Value != "≈1.9 tok/s" {
+		t.Errorf("32B %+v", it)
+	}
+	if it := find("Buses", "I2C0"); it.Value != "0x50 0x51" {
+		t.Errorf("i2c %+v", it)
+	}
+}

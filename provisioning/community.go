@@ -149,6 +149,15 @@ func LoadStewardKey(dir string) (ed25519.PrivateKey, error) {
 	return k, nil
 }
 
+// incomplete turns a missing companion file of an existing manifest.json
+// into ErrMalformed: such a directory is damaged, not "not provisioned".
+func incomplete(name string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s is missing next to %s (incomplete provisioning): %w", name, ManifestFile, ErrMalformed)
+	}
+	return err
+}
+
 func loadDir(dir string) (*Community, error) {
 	mb, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
@@ -164,7 +173,7 @@ func loadDir(dir string) (*Community, error) {
 	}
 	pb, err := os.ReadFile(filepath.Join(dir, PSKFile))
 	if err != nil {
-		return nil, err
+		return nil, incomplete(PSKFile, err)
 	}
 	psk, err := ParsePSK(pb)
 	if err != nil {
@@ -172,7 +181,7 @@ func loadDir(dir string) (*Community, error) {
 	}
 	hb, err := os.ReadFile(filepath.Join(dir, PasswordFile))
 	if err != nil {
-		return nil, err
+		return nil, incomplete(PasswordFile, err)
 	}
 	hash := strings.TrimSpace(string(hb))
 	if !strings.HasPrefix(hash, "$argon2id$") {
@@ -217,13 +226,15 @@ func (c *Community) WritePerm(permDir string) error {
 }
 
 // LoadCommunity loads and verifies the community baked into permDir (the
-// box's /perm). It returns an error wrapping ErrNotProvisioned when there is
-// none, and a verification error (ErrBadSignature, ErrMalformed, ...) when
-// the files were tampered with.
+// box's /perm). It returns an error wrapping ErrNotProvisioned (and
+// fs.ErrNotExist) when there is none, and a verification error
+// (ErrBadSignature, ErrMalformed, ...) when the files were tampered with or
+// only partly present.
 func LoadCommunity(permDir string) (*Community, error) {
 	dir := filepath.Join(permDir, PermSubdir)
 	if _, err := os.Stat(filepath.Join(dir, ManifestFile)); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("load community: %s: %w", dir, ErrNotProvisioned)
+		// Also fs.ErrNotExist, for callers that test for a missing file.
+		return nil, fmt.Errorf("load community: %s: %w (%w)", dir, ErrNotProvisioned, fs.ErrNotExist)
 	}
 	c, err := loadDir(dir)
 	if err != nil {

@@ -113,3 +113,24 @@ func TestPSKSeparatesCommunities(t *testing.T) {
 		})
 	}
 }
+
+func TestRules(t *testing.T) {
+	b, _ := os.ReadFile("testdata/manifest-v1.json")
+	sm, _ := DecodeSignedManifest(b)
+	m, err := sm.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range m.Rules() {
+		got[r.Name] = r.Value
+	}
+	for k, v := range map[string]string{
+		"debt limit": "1000 spore", "commons share": "5.0% to commons", "manifest updates": "1 of 1 stewards",
+		"anonymous requests": "5 cloves, any 3 rebuild, 3-hop paths", "solar discount": "50%",
+	} {
+		if got[k] != v {
+			t.Errorf("rule %q = %q, want %q", k, got[k], v)
+		}
+	}
+}

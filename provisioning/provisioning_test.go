@@ -135,8 +135,13 @@ func TestInitBakeLoad(t *testing.T) {
 	if err := got.CheckStewardPassword("wrong horse battery"); !errors.Is(err, ErrBadPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, err := LoadCommunity(t.TempDir()); !errors.Is(err, ErrNotProvisioned) {
-		t.Fatalf("blank perm: %v, want ErrNotProvisioned", err)
+	if _, err := LoadCommunity(t.TempDir()); !errors.Is(err, ErrNotProvisioned) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("blank perm: %v, want ErrNotProvisioned and fs.ErrNotExist", err)
+	}
+	// A manifest without its PSK is damaged, not blank.
+	os.Remove(filepath.Join(perm, PermSubdir, PSKFile))
+	if _, err := LoadCommunity(perm); !errors.Is(err, ErrMalformed) || errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "psk is missing") {
+		t.Fatalf("perm without psk: %v", err)
 	}
 }
 
