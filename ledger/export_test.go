@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"errors"
 	"encoding/csv"
 	"encoding/json"
 	"os"
@@ -218,5 +219,38 @@ func TestBioregionalAccounts(t *testing.T) {
 	}
 	if got := Week.Start(time.Date(2026, 6, 21, 12, 0, 0, 0, time.UTC)); !got.Equal(time.Date(2026, 6, 15, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("week of Sunday 2026-06-21 starts %v", got)
+	}
+}
+
+func TestViewAndGatewayChecks(t *testing.T) {
+	clk := newClock()
+	rules := testRules()
+	a, b := newNode(t, rules, clk, WithBioregion("alps")), newNode(t, rules, clk)
+	mustTransfer(t, a, b, 9000)
+	if err := a.CanSpend(b.ID(), 1000); err != nil {
+		t.Errorf("CanSpend within limits: %v", err)
+	}
+	err := a.CanSpend(b.ID(), 1001)
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("CanSpend over the limit: %v, want ErrLimit", err)
+	}
+	t.Logf("refusal: %v", err)
+	q, err := a.Quote(Receipt{TokensIn: 1000, TokensOut: 1000}, nil)
+	if err != nil || q != 1100 {
+		t.Errorf("Quote = %d, %v; want 1100", q, err)
+	}
+	v, err := a.View(10, Day, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Accounts) != 2 || len(v.Recent) != 1 || v.Recent[0].Action != "transfer" || len(v.Bioregions) != 1 || v.Bioregions[0].Bioregion != "alps" {
+		t.Errorf("view %+v", v)
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte(`"balance":-9000`)) {
+		t.Errorf("JSON view lacks the balance: %s", raw)
 	}
 }

@@ -404,7 +404,7 @@ func (n *Node) Countersign(p *Proposal) (*Tx, error) {
 	if err := t.Verify(); err != nil {
 		return nil, fmt.Errorf("countersign: %w", err)
 	}
-	if _, err := n.insertLocked([]*Tx{t}); err != nil {
+	if _, err := n.insertLocked([]*Tx{t}, nil); err != nil {
 		return nil, fmt.Errorf("countersign: %w", err)
 	}
 	return t, nil
@@ -426,7 +426,7 @@ func (n *Node) Complete(t *Tx) error {
 		return fmt.Errorf("complete: %w", err)
 	}
 	if p == nil || p.Body.ID() != t.ID() {
-		if _, err := n.insertLocked([]*Tx{t}); err != nil {
+		if _, err := n.insertLocked([]*Tx{t}, nil); err != nil {
 			return fmt.Errorf("complete: %w", err)
 		}
 		if p == nil {
@@ -434,11 +434,12 @@ func (n *Node) Complete(t *Tx) error {
 		}
 		return fmt.Errorf("complete: tx %s is not the outstanding proposal %s: %w", t.ID().String()[:8], p.Body.ID().String()[:8], ErrProtocol)
 	}
-	_, err = n.insertLocked([]*Tx{t})
+	// Append and unlock in one bbolt transaction.
+	_, err = n.insertLocked([]*Tx{t}, func(btx *bolt.Tx) error { return btx.Bucket(bPending).Delete(keyOut) })
 	if err != nil {
 		return fmt.Errorf("complete: %w", err)
 	}
-	return n.clearPendingLocked()
+	return nil
 }
 
 // Ingest verifies complete transactions learnt from elsewhere (sync, gossip)
@@ -456,11 +457,12 @@ func (n *Node) Ingest(txs ...*Tx) (int, error) {
 	if n.closed {
 		return 0, ErrClosed
 	}
-	return n.insertLocked(txs)
+	return n.insertLocked(txs, nil)
 }
 
-// insertLocked stores verified transactions; n.mu must be held.
-func (n *Node) insertLocked(txs []*Tx) (int, error) {
+// insertLocked stores verified transactions, and runs also (if not nil) in
+// the same bbolt transaction; n.mu must be held.
+func (n *Node) insertLocked(txs []*Tx, also func(*bolt.Tx) error) (int, error) {
 	var forks []*Fork
 	added := 0
 	err := n.updateLocked(func(btx *bolt.Tx) error {
@@ -475,6 +477,9 @@ func (n *Node) insertLocked(txs []*Tx) (int, error) {
 				added++
 			}
 			forks = append(forks, res.Forks...)
+		}
+		if also != nil {
+			return also(btx)
 		}
 		return nil
 	})
@@ -501,7 +506,7 @@ func (n *Node) AddProof(f *Fork) error {
 	if n.closed {
 		return ErrClosed
 	}
-	if _, err := n.insertLocked([]*Tx{f.A.Tx, f.B.Tx}); err != nil {
+	if _, err := n.insertLocked([]*Tx{f.A.Tx, f.B.Tx}, nil); err != nil {
 		return fmt.Errorf("add proof: %w", err)
 	}
 	// For a broken link whose entries are not adjacent in this node's
