@@ -110,7 +110,8 @@ func (h *PasswordHash) Check(password string) bool {
 	return subtle.ConstantTimeCompare(k, h.key) == 1
 }
 
-// HashPassword returns an argon2id PHC hash of password (m=64 MiB, t=3, p=2),
+// HashPassword returns an argon2id PHC hash of password with the OWASP
+// minimum parameters (m=19 MiB, t=2, p=1),
 // for provisioning to store as the steward password hash.
 func HashPassword(password string) (string, error) {
 	if len(password) < 8 {
@@ -118,7 +119,7 @@ func HashPassword(password string) (string, error) {
 	}
 	salt := make([]byte, 16)
 	rand.Read(salt)
-	const m, t, p = 64 << 10, 3, 2
+	const m, t, p = 19 << 10, 2, 1
 	k := argon2.IDKey([]byte(password), salt, t, m, p, 32)
 	return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", m, t, p,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(k)), nil

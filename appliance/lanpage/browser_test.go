@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,9 +28,11 @@ const testPassword = "moss-and-lichen-42"
 
 // recorder keeps what the steward actions received.
 type recorder struct {
-	mu    sync.Mutex
-	nodes []lanpage.NodeConfigEdit
-	revs  []lanpage.ReversalApproval
+	mu      sync.Mutex
+	nodes   []lanpage.NodeConfigEdit
+	revs    []lanpage.ReversalApproval
+	sensors []lanpage.SensorAttachment
+	invites []lanpage.InviteAcceptance
 }
 
 func (r *recorder) actions() lanpage.Actions {
@@ -38,6 +41,18 @@ func (r *recorder) actions() lanpage.Actions {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.nodes = append(r.nodes, e)
+			return nil
+		},
+		AttachSensor: func(_ context.Context, s lanpage.SensorAttachment) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.sensors = append(r.sensors, s)
+			return nil
+		},
+		AcceptInvite: func(_ context.Context, a lanpage.InviteAcceptance) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.invites = append(r.invites, a)
 			return nil
 		},
 		ApproveReversal: func(_ context.Context, a lanpage.ReversalApproval) error {
@@ -86,10 +101,7 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB, chatURL string) *fixture {
-	hash, err := lanpage.HashPassword(testPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hash := cheapHash(testPassword)
 	f := &fixture{data: sample.New(time.Now()), rec: &recorder{}}
 	src := f.data.Sources()
 	src.Actions = f.rec.actions()
@@ -251,6 +263,48 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("accessibility (axe-core)", func(t *testing.T) {
+		axePath := os.Getenv("LANPAGE_AXE")
+		if axePath == "" {
+			axePath = filepath.Join("..", "..", "out", "lanpage-node", "node_modules", "axe-core", "axe.min.js")
+		}
+		axe, err := os.ReadFile(axePath)
+		if err != nil {
+			t.Skipf("axe-core not installed (make lanpage-axe): %v", err)
+		}
+		// The check must be able to fail: an image without alt text is caught.
+		navigate(t, ctx, f.srv.URL+"/hardware")
+		eval[any](t, ctx, string(axe)+";0")
+		bad := eval[[]string](t, ctx, `(document.querySelector('main').insertAdjacentHTML('beforeend', '<img src="/static/favicon.svg">'),
+			axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => v.id)))`)
+		if !slices.Contains(bad, "image-alt") {
+			t.Fatalf("axe did not catch an image without alt: %v", bad)
+		}
+		for _, scheme := range []string{"light", "dark"} {
+			if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range viewChecks {
+				navigate(t, ctx, f.srv.URL+v.path)
+				// DevTools evaluation is not subject to the page's CSP.
+				eval[any](t, ctx, string(axe)+";0")
+				found := eval[[]struct {
+					ID, Impact, Help string
+					Nodes            []string
+				}](t, ctx, `axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+					.filter(v => v.impact === 'serious' || v.impact === 'critical')
+					.map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))})))`)
+				for _, f := range found {
+					t.Errorf("%s (%s): %s %s: %s at %v", v.name, scheme, f.Impact, f.ID, f.Help, f.Nodes)
+				}
+			}
+		}
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("live update over SSE", func(t *testing.T) {
 		navigate(t, ctx, f.srv.URL+"/")
 		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('live-status').textContent.startsWith('Live')`,
@@ -377,6 +431,26 @@ func TestBrowser(t *testing.T) {
 		want := lanpage.NodeConfigEdit{Name: "riverbend-2", Bioregion: "Upper Saône watershed", Location: "47.3, 5.05"}
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("SetNodeConfig got %+v, want exactly %+v", got, want)
+		}
+		// Attach a sensor and accept an invite through their forms.
+		if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#sen-driver"), "ina219"),
+			chromedp.SetValue(chromedp.CSS("#sen-bus"), "1"), chromedp.SetValue(chromedp.CSS("#sen-addr"), "0x40"),
+			chromedp.SetValue(chromedp.CSS("#sen-label"), "Solar panel"), chromedp.SetValue(chromedp.CSS("#sen-measures"), "solar"),
+			chromedp.Submit(chromedp.CSS("#sensor-form")), chromedp.WaitVisible(chromedp.CSS("p.flash"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#inv-code"), "HYPHA-3c7d91e2\n-a4b6f8"),
+			chromedp.Submit(chromedp.CSS("#invite-form")), chromedp.WaitVisible(chromedp.CSS("p.flash"))); err != nil {
+			t.Fatal(err)
+		}
+		f.rec.mu.Lock()
+		sensors, invites := append([]lanpage.SensorAttachment(nil), f.rec.sensors...), append([]lanpage.InviteAcceptance(nil), f.rec.invites...)
+		f.rec.mu.Unlock()
+		if len(sensors) != 1 || sensors[0] != (lanpage.SensorAttachment{Driver: "ina219", Bus: "1", Address: 0x40, Label: "Solar panel", Measures: "solar"}) {
+			t.Errorf("AttachSensor got %+v", sensors)
+		}
+		if len(invites) != 1 || invites[0].Code != "HYPHA-3c7d91e2-a4b6f8" {
+			t.Errorf("AcceptInvite got %+v", invites)
 		}
 		// A bad name is refused with a message naming the field.
 		if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#cfg-name"), "Not A Label!"),

@@ -184,7 +184,7 @@ type page struct {
 	auth   *auth
 	views  map[string]*template.Template
 	static http.Handler
-	mux    *http.ServeMux
+	mux    http.Handler
 	// streams counts open SSE streams.
 	streams atomic.Int32
 }
@@ -221,7 +221,12 @@ func New(src Sources, opts ...Option) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lanpage: static: %w", err)
 	}
-	p.static = http.StripPrefix("/static/", http.FileServerFS(sub))
+	files := http.StripPrefix("/static/", http.FileServerFS(sub))
+	p.static = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Assets change only with a new build, which restarts the process.
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		files.ServeHTTP(w, r)
+	})
 	p.routes()
 	return p, nil
 }
@@ -272,7 +277,7 @@ func (p *page) routes() {
 	m.HandleFunc("POST /steward/login", p.login)
 	m.HandleFunc("POST /steward/logout", p.logout)
 	m.HandleFunc("POST /steward/{action}", p.action)
-	p.mux = m
+	p.mux = withGzip(m)
 }
 
 func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -159,7 +159,7 @@ func Render(w io.Writer, c Chart) error {
 		if s.Simulated {
 			cls += " chart-sim"
 		}
-		w := 26 + 7*len([]rune(name)) + 18
+		w := 26 + 10*len([]rune(name)) + 14 // room for the phone font (20 px)
 		if lx > padL && lx+w > c.Width-padR {
 			lx, ly = padL, ly+18
 		}
