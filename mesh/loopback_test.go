@@ -117,6 +117,12 @@ func TestLoopbackMesh(t *testing.T) {
 	if err := b.Announce(Announcement{Name: "bee", Roles: []string{"inference"}, Load: 0.3}); err != nil {
 		t.Fatal(err)
 	}
+	if self := b.Self(); self.Name != "bee" || self.Announcement.Seq != 1 || len(self.Addrs) == 0 {
+		t.Fatalf("Self = %+v", self)
+	}
+	if err := b.Announce(Announcement{Location: &Location{Lat: 100}}); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("announce with latitude 100: %v, want ErrBadMessage", err)
+	}
 	waitFor(t, 10*time.Second, "C to receive B's announcement", func() bool {
 		a := upSet(c)[b.ID()].Announcement
 		return a != nil && a.Name == "bee" && a.Seq == 1
@@ -189,4 +195,20 @@ func TestLoopbackWrongPSK(t *testing.T) {
 	if ms := x.Members(); len(ms) != 0 {
 		t.Fatalf("outsider sees members %+v", ms)
 	}
+}
+
+// TestUplinkOptions: a node with the uplink options (hole punching, AutoNAT
+// v2, port mapping) starts and joins like any other.
+func TestUplinkOptions(t *testing.T) {
+	a := loopNode(t, 1, psk(7))
+	n, err := New(context.Background(), Config{
+		Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32)), PSK: psk(7), Uplink: true,
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, DisableMDNS: true, DisableLinkWatch: true,
+		Bootstrap: []string{fmt.Sprintf("%s/p2p/%s", a.Host().Addrs()[0], a.ID())}, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	waitFor(t, 20*time.Second, "the uplink node to join", func() bool { _, ok := upSet(a)[n.ID()]; return ok })
 }

@@ -371,6 +371,21 @@ func (n *Node) Members() []Member {
 	return out
 }
 
+// Self returns this node as a Member: its ID, its listen addresses, its
+// last announcement (nil before the first Announce), State up, Reach direct.
+func (n *Node) Self() Member {
+	var addrs []string
+	for _, a := range n.h.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return Member{
+		ID: n.h.ID(), Name: nameOf(n.last), State: StateUp, Reach: ReachDirect,
+		Addrs: addrs, LastSeen: time.Now(), Announcement: n.last.clone(),
+	}
+}
+
 // Subscribe returns a subscription to membership changes and announcements.
 // buf is the channel capacity (minimum 16).
 func (n *Node) Subscribe(buf int) *Subscription {
