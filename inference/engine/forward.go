@@ -124,8 +124,6 @@ func (m *Model) rope(x, cs []float32) {
 	}
 }
 
-func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
-
 // forward runs tokens (appended after seq's existing positions) through the
 // model, appends their K/V to seq, and returns the logits of the last
 // position (allLogits false) or of every position (true) in s.logits.
@@ -204,22 +202,14 @@ func (m *Model) forward(s *scratch, seq *kvSeq, tokens []int32, allLogits bool) 
 				s.scores[w] = sc
 				qh := s.q[t*qDim+h*hd : t*qDim+(h+1)*hd]
 				off := (h / group) * hd
-				mx := float32(math.Inf(-1))
 				for j := 0; j < n; j++ {
 					sc[j] = quant.DotF32(qh, K[j*kvDim+off:j*kvDim+off+hd]) * kqScale
-					mx = max(mx, sc[j])
 				}
-				var sum float64
-				for j := range sc {
-					e := float32(math.Exp(float64(sc[j] - mx)))
-					sc[j] = e
-					sum += float64(e)
-				}
-				inv := float32(1 / sum)
+				softmaxInPlace(sc)
 				out := s.att[t*qDim+h*hd : t*qDim+(h+1)*hd]
 				clear(out)
 				for j := range sc {
-					quant.AXPY(quant.RoundF16(sc[j]*inv), V[j*kvDim+off:j*kvDim+off+hd], out)
+					quant.AXPY(quant.RoundF16(sc[j]), V[j*kvDim+off:j*kvDim+off+hd], out)
 				}
 			}
 		})
@@ -233,8 +223,8 @@ func (m *Model) forward(s *scratch, seq *kvSeq, tokens []int32, allLogits bool) 
 		m.matmul(s, s.g, l.gate, s.xn, T)
 		m.matmul(s, s.u, l.up, s.xn, T)
 		g := s.g[:T*c.FFN]
-		for i, v := range g {
-			g[i] = silu(v) * s.u[i]
+		for t := 0; t < T; t++ {
+			swiglu(g[t*c.FFN:(t+1)*c.FFN], s.u[t*c.FFN:(t+1)*c.FFN])
 		}
 		m.matmul(s, s.o, l.down, g, T)
 		for i := range s.x[:T*dim] {

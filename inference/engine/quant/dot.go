@@ -233,34 +233,66 @@ func dotBF16Generic(w []byte, x []float32) float32 {
 	return s
 }
 
+// The Q8_0/Q4_0 kernels accumulate like llama.cpp's AVX2 kernels: eight
+// float lanes, lane k adding d*(sum of elements 4k..4k+3) of every block
+// with a fused multiply-add, then hsum_float_8's reduction order. With the
+// same activation quantisation this reproduces llama.cpp's results bit for
+// bit on x86 (the float64 product is exact; only a rare double rounding of
+// the addition can differ from a true fused operation).
+// On other architectures (exactLanes false) speed wins over bit-equality
+// with llama.cpp's x86 build.
+func lanesAdd(acc *[8]float32, d float32, s *[8]int32) {
+	if !exactLanes {
+		var t int32
+		for _, v := range s {
+			t += v
+		}
+		acc[0] += d * float32(t)
+		return
+	}
+	for k := range acc {
+		acc[k] = float32(float64(d)*float64(s[k]) + float64(acc[k]))
+	}
+}
+
+func hsum8(a *[8]float32) float32 {
+	return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
 func dotQ8_0Generic(w []byte, xd []float32, xq []int8, nb int) float32 {
-	var sum float32
+	var acc [8]float32
+	var s [8]int32
 	for b := 0; b < nb; b++ {
 		blk := (*[BlockQ8_0]byte)(w[b*BlockQ8_0:])
 		q := (*[QK8_0]int8)(xq[b*QK8_0:])
-		var s int32
-		for j := 0; j < QK8_0; j += 4 {
-			s += int32(int8(blk[2+j]))*int32(q[j]) + int32(int8(blk[3+j]))*int32(q[j+1]) +
+		for k := 0; k < 8; k++ {
+			j := 4 * k
+			s[k] = int32(int8(blk[2+j]))*int32(q[j]) + int32(int8(blk[3+j]))*int32(q[j+1]) +
 				int32(int8(blk[4+j]))*int32(q[j+2]) + int32(int8(blk[5+j]))*int32(q[j+3])
 		}
-		sum += float32(s) * (F16ToF32(uint16(blk[0])|uint16(blk[1])<<8) * xd[b])
+		lanesAdd(&acc, F16ToF32(uint16(blk[0])|uint16(blk[1])<<8)*xd[b], &s)
 	}
-	return sum
+	return hsum8(&acc)
 }
 
 func dotQ4_0Generic(w []byte, xd []float32, xq []int8, nb int) float32 {
-	var sum float32
+	var acc [8]float32
+	var s [8]int32
+	var v [32]int32
 	for b := 0; b < nb; b++ {
 		blk := (*[BlockQ4_0]byte)(w[b*BlockQ4_0:])
 		q := (*[QK4_0]int8)(xq[b*QK4_0:])
-		var s int32
 		for j := 0; j < 16; j++ {
-			v := blk[2+j]
-			s += (int32(v&0xf)-8)*int32(q[j]) + (int32(v>>4)-8)*int32(q[j+16])
+			v[j] = int32(blk[2+j]&0xf) - 8
+			v[j+16] = int32(blk[2+j]>>4) - 8
 		}
-		sum += float32(s) * (F16ToF32(uint16(blk[0])|uint16(blk[1])<<8) * xd[b])
+		for k := 0; k < 8; k++ {
+			j := 4 * k
+			s[k] = v[j]*int32(q[j]) + v[j+1]*int32(q[j+1]) + v[j+2]*int32(q[j+2]) + v[j+3]*int32(q[j+3])
+		}
+		lanesAdd(&acc, F16ToF32(uint16(blk[0])|uint16(blk[1])<<8)*xd[b], &s)
 	}
-	return sum
+	return hsum8(&acc)
 }
 
 // unpackScalesK4 decodes the eight 6-bit scales and mins of a Q4_K block.

@@ -28,7 +28,7 @@ func init() {
 func hsum(v archsimd.Float32x8) float32 {
 	var a [8]float32
 	v.Store(&a)
-	return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+	return hsum8(&a)
 }
 
 func f8(p *float32) *[8]float32 { return (*[8]float32)(unsafe.Pointer(p)) }

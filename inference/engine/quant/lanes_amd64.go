@@ -1,0 +1,6 @@
+//go:build amd64
+
+package quant
+
+// exactLanes: see lanesAdd.
+const exactLanes = true
