@@ -31,13 +31,16 @@ func flashMain(ctx context.Context, args []string, stdin io.Reader, out io.Write
 	fs := flag.NewFlagSet("flash", flag.ContinueOnError)
 	yes := fs.Bool("yes", false, "do not ask before erasing a block device")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: hypha flash [-yes] IMAGE DEVICE\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: hypha flash [-yes] IMAGE DEVICE\n       hypha flash IMAGE    (lists the disks)\n\n"+
 			"Writes IMAGE to DEVICE (a whole disk such as /dev/sdb, or a file), then reads it back\n"+
 			"and compares SHA-256. Refuses mounted disks and the disk the system runs from.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() == 1 {
+		return listCandidates(out, fs.Arg(0), flash.Options{})
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()
@@ -79,6 +82,47 @@ func flashMain(ctx context.Context, args []string, stdin io.Reader, out io.Write
 	} else {
 		fmt.Fprintf(out, "%s is complete and synced.\n", device)
 	}
+	return nil
+}
+
+// listCandidates prints the disks IMAGE could go to, and why the others
+// cannot.
+func listCandidates(out io.Writer, image string, o flash.Options) error {
+	cands, err := flash.Candidates(o)
+	if err != nil {
+		return err
+	}
+	var size int64
+	if st, err := os.Stat(image); err == nil {
+		size = st.Size()
+	}
+	fmt.Fprintf(out, "disks on this machine (image %s, %s):\n", image, humanBytes(size))
+	ok := 0
+	for _, c := range cands {
+		kind := "internal"
+		switch {
+		case c.USB:
+			kind = "USB"
+		case c.Removable:
+			kind = "removable"
+		}
+		why := c.Refused
+		if why == "" && size > c.SizeBytes {
+			why = "too small for the image"
+		}
+		state := "can be flashed"
+		if why != "" {
+			state = "refused: " + why
+		} else {
+			ok++
+		}
+		fmt.Fprintf(out, "  %-14s %10s  %-9s %-28s %s\n", c.Device, humanBytes(c.SizeBytes), kind, c.Model, state)
+	}
+	if ok == 0 {
+		fmt.Fprintln(out, "no disk can be flashed: plug in a USB stick (and unmount it if your desktop mounted it)")
+		return nil
+	}
+	fmt.Fprintf(out, "then: hypha flash %s /dev/DISK\n", image)
 	return nil
 }
 

@@ -153,3 +153,20 @@ func TestProvisionFlashBoot(t *testing.T) {
 		t.Fatal("two communities share a mesh key")
 	}
 }
+
+func TestFlashCLIListsDisks(t *testing.T) {
+	var buf bytes.Buffer
+	if err := flashMain(context.Background(), []string{"/etc/hostname"}, strings.NewReader(""), &buf, false); err != nil {
+		t.Skipf("no disk listing here: %v", err)
+	}
+	if !strings.HasPrefix(buf.String(), "disks on this machine (image /etc/hostname") {
+		t.Fatalf("output:\n%s", buf.String())
+	}
+	// The system disk, when visible, is listed as refused.
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, "root filesystem") && !strings.Contains(line, "refused: ") {
+			t.Fatalf("system disk not refused: %q", line)
+		}
+	}
+	t.Logf("\n%s", buf.String())
+}

@@ -74,6 +74,28 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// RefusedError says why a target is refused. It wraps ErrSystemDisk,
+// ErrMounted, ErrPartition or ErrNotDevice.
+type RefusedError struct {
+	Device string
+	Why    string // e.g. "sdb1 is mounted on /media/stick"
+	Kind   error
+}
+
+func (e *RefusedError) Error() string {
+	advice := ""
+	switch e.Kind {
+	case ErrMounted:
+		advice = "; unmount it first"
+	case ErrPartition:
+		advice = "; give the whole disk"
+	}
+	return e.Device + ": " + e.Why + advice + ": " + e.Kind.Error()
+}
+
+// Unwrap returns Kind.
+func (e *RefusedError) Unwrap() error { return e.Kind }
+
 // checker resolves block devices through sysfs.
 type checker struct {
 	sys       string // sysfs root, normally /sys
@@ -135,10 +157,10 @@ func devOf(path string) uint64 {
 func (c checker) checkBlock(device string, rdev uint64) error {
 	disk := c.sysPath(rdev)
 	if disk == "" {
-		return fmt.Errorf("%s: device %d:%d unknown to %s/dev/block: %w", device, unix.Major(rdev), unix.Minor(rdev), c.sys, ErrNotDevice)
+		return &RefusedError{device, fmt.Sprintf("device %d:%d unknown to %s/dev/block", unix.Major(rdev), unix.Minor(rdev), c.sys), ErrNotDevice}
 	}
 	if _, err := os.Stat(filepath.Join(disk, "partition")); err == nil {
-		return fmt.Errorf("%s is partition %s of disk %s: give the whole disk: %w", device, filepath.Base(disk), filepath.Base(filepath.Dir(disk)), ErrPartition)
+		return &RefusedError{device, fmt.Sprintf("is partition %s of disk %s", filepath.Base(disk), filepath.Base(filepath.Dir(disk))), ErrPartition}
 	}
 	mounts, err := parseMountInfo(c.mountInfo)
 	if err != nil {
@@ -179,9 +201,9 @@ func (c checker) checkBlock(device string, rdev uint64) error {
 					continue
 				}
 				if pass == 0 {
-					return fmt.Errorf("%s holds the running system's root filesystem (%s): %w", device, filepath.Base(p), ErrSystemDisk)
+					return &RefusedError{device, fmt.Sprintf("holds the running system's root filesystem (%s)", filepath.Base(p)), ErrSystemDisk}
 				}
-				return fmt.Errorf("%s: %s is %s; unmount it first: %w", device, filepath.Base(p), u.what, ErrMounted)
+				return &RefusedError{device, fmt.Sprintf("%s is %s", filepath.Base(p), u.what), ErrMounted}
 			}
 		}
 	}
