@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -415,4 +416,11 @@ func TestSections(t *testing.T) {
 	if it := find("Buses", "I2C0"); it.Value != "0x50 0x51" {
 		t.Errorf("i2c %+v", it)
 	}
+}
+
+func ExamplePredictTokensPerSec() {
+	// A Qwen2.5-0.5B Q4_K_M file holds about 0.297 GB of weights; a
+	// Raspberry Pi 4 copies about 4 GB/s.
+	fmt.Printf("%.1f tok/s\n", PredictTokensPerSec(4e9, 297_062_500))
+	// Output: 13.5 tok/s
 }

@@ -60,6 +60,17 @@ type ModelFit struct {
 	TokensPerSec float64 `json:"tokens_per_sec"`
 }
 
+// PredictTokensPerSec is the memory-bound decode estimate: each generated
+// token streams every weight once, so tokens/s ≈ bandwidth (bytes/s) /
+// weightBytes. It returns 0 when either is unknown. Use it with the size of
+// a real GGUF's weights to compare with an engine's measured speed.
+func PredictTokensPerSec(bandwidth float64, weightBytes uint64) float64 {
+	if bandwidth <= 0 || weightBytes == 0 {
+		return 0
+	}
+	return bandwidth / float64(weightBytes)
+}
+
 // Fit computes the fit of m on a box with memTotal bytes of RAM and the
 // given memory bandwidth (bytes/s).
 func Fit(m ModelSpec, memTotal uint64, bandwidth float64) ModelFit {
@@ -67,9 +78,7 @@ func Fit(m ModelSpec, memTotal uint64, bandwidth float64) ModelFit {
 	need := float64(b)*(1+ModelOverheadFraction) + RuntimeOverhead
 	usable := float64(memTotal) - SystemReserve
 	f := ModelFit{ModelSpec: m, Bytes: b, Fits: usable > 0 && need <= usable}
-	if bandwidth > 0 && b > 0 {
-		f.TokensPerSec = math.Round(bandwidth/float64(b)*10) / 10
-	}
+	f.TokensPerSec = math.Round(PredictTokensPerSec(bandwidth, b)*10) / 10
 	return f
 }
 
