@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -447,10 +448,8 @@ func (n *Node) Complete(t *Tx) error {
 // how many were new. Invalid transactions are rejected before anything is
 // written: either all valid ones are stored or none.
 func (n *Node) Ingest(txs ...*Tx) (int, error) {
-	for _, t := range txs {
-		if err := t.Verify(); err != nil {
-			return 0, fmt.Errorf("ingest: %w", err)
-		}
+	if err := verifyAll(txs); err != nil {
+		return 0, fmt.Errorf("ingest: %w", err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -512,4 +511,35 @@ func (n *Node) AddProof(f *Fork) error {
 	// For a broken link whose entries are not adjacent in this node's
 	// index, make sure the proof itself is stored.
 	return n.updateLocked(func(btx *bolt.Tx) error { return storeProof(btx, f) })
+}
+
+// verifyAll verifies transactions, spreading large batches over the CPUs
+// (signature checks dominate sync). It returns the error of the first
+// invalid transaction in input order.
+func verifyAll(txs []*Tx) error {
+	workers := min(runtime.GOMAXPROCS(0), len(txs)/32)
+	if workers <= 1 {
+		for _, t := range txs {
+			if err := t.Verify(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, len(txs))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(txs); i += workers {
+				errs[i] = txs[i].Verify()
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

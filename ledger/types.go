@@ -296,6 +296,9 @@ func (b *Body) Validate() error {
 			return fmt.Errorf("validate tx: %s seq %d with zero prev hash: %w", p.who, p.pos.Seq, ErrWrongPrev)
 		}
 	}
+	if b.Created.UnixMilli() <= 0 {
+		return fmt.Errorf("validate tx: created %v is not after 1970: %w", b.Created, ErrInvalid)
+	}
 	if !b.Expires.After(b.Created) {
 		return fmt.Errorf("validate tx: expires %v not after created %v: %w", b.Expires, b.Created, ErrInvalid)
 	}
