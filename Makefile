@@ -42,8 +42,15 @@ image: deps ## build out/hypha-amd64.img (and out/hypha-rpi.img with image-rpi)
 image-rpi: deps ## build out/hypha-rpi.img for the Raspberry Pi (arm64)
 	$(GO) run ./packages/hypha image -target rpi -version $(VERSION) -o $(OUT)/hypha-rpi.img
 
-demo: image ## build the image, boot it in qemu, print the LAN page URL
-	$(GO) run ./packages/hypha vm -image $(OUT)/hypha-amd64.img -lan 127.0.0.1:8080
+DEMO_COMMUNITY := $(OUT)/demo-community
+
+$(DEMO_COMMUNITY)/manifest.json:
+	HYPHA_STEWARD_PASSWORD=demo-steward $(GO) run ./packages/hypha community init -dir $(DEMO_COMMUNITY) \
+		-name "Demo Valley" -bioregion "Upper Rhine" -location 47.99,7.85 -steward "Demo Steward"
+
+demo: deps $(DEMO_COMMUNITY)/manifest.json ## build the image, boot two appliances in qemu on a virtual LAN, print the LAN page URLs
+	$(GO) run ./packages/hypha image -target amd64 -version $(VERSION) -community $(DEMO_COMMUNITY) -o $(OUT)/hypha-amd64.img
+	$(GO) run ./packages/hypha vm -image $(OUT)/hypha-amd64.img -nodes 2 -lan 127.0.0.1:8080
 
 test: deps $(TEST_PREREQS) ## the whole test suite (what CI runs)
 	$(GO) vet ./...

@@ -43,7 +43,7 @@ var nameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 func DefaultNodeConfig(id *Identity) NodeConfig {
 	return NodeConfig{
 		Version:   ConfigVersion,
-		Name:      "hypha-" + id.ID()[2:8],
+		Name:      "hypha-" + id.shortHex(),
 		Roles:     []string{"serve", "relay", "sense"},
 		LANListen: ":80",
 	}

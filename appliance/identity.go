@@ -4,13 +4,16 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Identity is the node's persistent ed25519 key. It is created on first
@@ -23,10 +26,24 @@ type Identity struct {
 
 const identityPEMType = "HYPHA NODE ED25519 SEED"
 
-// ID is a short, stable, human-copyable form of the public key.
+// ID is the node's libp2p peer ID (12D3KooW…), the name the mesh, the
+// ledger and the LAN page use for it.
 func (id *Identity) ID() string {
+	k, err := crypto.UnmarshalEd25519PrivateKey(id.Private)
+	if err != nil {
+		panic("identity: " + err.Error()) // an ed25519 key always converts
+	}
+	pid, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		panic("identity: " + err.Error())
+	}
+	return pid.String()
+}
+
+// shortHex is 6 hex digits of a hash of the public key, for default names.
+func (id *Identity) shortHex() string {
 	sum := sha256.Sum256(id.Public)
-	return "hy" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+	return hex.EncodeToString(sum[:3])
 }
 
 // LoadOrCreateIdentity reads the key at path, creating it (atomically:

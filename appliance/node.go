@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/mesh"
+	"github.com/univrs/hypha/provisioning"
 )
 
 // Options configure a Node. Zero values get the documented defaults.
@@ -34,6 +36,12 @@ type Options struct {
 	// "/proc" and "/user", "/gokrazy").
 	ProcDir     string
 	ProgramDirs []string
+	// MeshListen are libp2p listen multiaddrs (default: TCP 4001 on all
+	// addresses).
+	MeshListen []string
+	// ManageLinks lets the node configure network links with netlink
+	// (mesh bridge, ULA): on the appliance, not in tests on a host.
+	ManageLinks bool
 	Logger      *slog.Logger
 }
 
@@ -48,9 +56,17 @@ type Node struct {
 	mu  sync.Mutex
 	cfg NodeConfig // guarded by mu
 
-	lan     http.Handler
-	lnAddr  chan net.Addr
-	closeMu sync.Once
+	community *provisioning.Community // nil: not enrolled
+	mesh      *mesh.Node              // nil: not running
+
+	// sensorSummary, if set, gives the readings announced to the mesh.
+	sensorSummary func() map[string]float64
+
+	alertsMu sync.Mutex
+	alerts   []lanpage.Alert // guarded by alertsMu
+
+	lan    http.Handler
+	lnAddr chan net.Addr
 }
 
 // ErrNotConfigured is returned when the node cannot start for a reason a
@@ -90,7 +106,12 @@ func New(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{opts: opts, log: opts.Logger, id: id, cfg: cfg, started: time.Now(), lnAddr: make(chan net.Addr, 1)}
-	n.lan = http.NotFoundHandler() // TODO(lead): lanpage.New(n.sources()) once it lands
+	n.loadCommunity()
+	lan, err := lanpage.New(n.sources(), lanpage.WithLogger(opts.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("LAN page: %w", err)
+	}
+	n.lan = lan
 	return n, nil
 }
 
@@ -116,6 +137,8 @@ func (n *Node) Info() lanpage.NodeInfo {
 	return lanpage.NodeInfo{
 		Name:      c.Name,
 		PeerID:    n.id.ID(),
+		Community: n.communityName(),
+		Bioregion: n.bioregion(),
 		PublicKey: hex.EncodeToString(n.id.Public),
 		Version:   n.opts.Version,
 		Started:   n.started,
@@ -138,10 +161,30 @@ func (n *Node) Services() []lanpage.Service {
 	return out
 }
 
+func (n *Node) communityName() string {
+	if n.community != nil {
+		return n.community.Manifest.Name
+	}
+	return ""
+}
+
+// alert records something a steward should look at (shown on Overview).
+func (n *Node) alert(sev lanpage.Severity, subsystem, msg string) {
+	n.alertsMu.Lock()
+	defer n.alertsMu.Unlock()
+	n.alerts = append(n.alerts, lanpage.Alert{Severity: sev, Subsystem: subsystem, Message: msg, Since: time.Now()})
+}
+
 func (n *Node) sources() lanpage.Sources {
 	return lanpage.Sources{
 		Node:     func(context.Context) (lanpage.NodeInfo, error) { return n.Info(), nil },
 		Services: func(context.Context) ([]lanpage.Service, error) { return n.Services(), nil },
+		Alerts: func(context.Context) ([]lanpage.Alert, error) {
+			n.alertsMu.Lock()
+			defer n.alertsMu.Unlock()
+			return append([]lanpage.Alert(nil), n.alerts...), nil
+		},
+		Mesh: n.meshView,
 	}
 }
 
@@ -185,6 +228,15 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("LAN page: %w", err)
 	}
+	// Optional subsystems log and carry on: the LAN page must come up to
+	// tell the steward what is wrong.
+	n.startNetconf(ctx)
+	if err := n.startMesh(ctx); err != nil {
+		n.log.Error("mesh", "err", err)
+		n.alert(lanpage.SeverityCritical, "mesh", err.Error())
+	}
+	defer n.Close()
+	go n.announceLoop(ctx)
 	n.lnAddr <- ln.Addr()
 	n.log.Info("LAN page", "addr", ln.Addr().String(), "name", n.Config().Name, "id", n.id.ID(), "version", n.opts.Version)
 	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -200,6 +252,17 @@ func (n *Node) Run(ctx context.Context) error {
 	srv.Shutdown(sctx)
 	return nil
 }
+
+// Close stops the subsystems. It is idempotent.
+func (n *Node) Close() error {
+	if n.mesh != nil {
+		return n.mesh.Close()
+	}
+	return nil
+}
+
+// Mesh returns the mesh node, nil when not running.
+func (n *Node) Mesh() *mesh.Node { return n.mesh }
 
 func localAddrs() []string {
 	var out []string

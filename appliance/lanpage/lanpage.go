@@ -262,7 +262,7 @@ func (p *page) routes() {
 			p.jsonError(w, http.StatusNotFound, fmt.Errorf("no view %q, want one of %s", v, strings.Join(viewNames[:7], ", ")))
 			return
 		}
-		m, err := p.model(r.Context(), v, r)
+		m, err := p.modelFor(r.Context(), v, r, false)
 		if err != nil {
 			p.jsonError(w, http.StatusServiceUnavailable, err)
 			return
@@ -457,6 +457,12 @@ func (p *page) window(name string) Window {
 
 // model builds the data of view v.
 func (p *page) model(ctx context.Context, v string, r *http.Request) (any, error) {
+	return p.modelFor(ctx, v, r, true)
+}
+
+// modelFor builds the data of view v; html false skips what only HTML shows
+// (the mesh picture, the charts).
+func (p *page) modelFor(ctx context.Context, v string, r *http.Request, html bool) (any, error) {
 	switch v {
 	case "overview":
 		n, nerr := p.node(ctx)
@@ -482,7 +488,7 @@ func (p *page) model(ctx context.Context, v string, r *http.Request) (any, error
 		for _, pe := range mesh.Data.Peers {
 			m.Names[pe.ID] = pe.Name
 		}
-		if mesh.OK() {
+		if mesh.OK() && html {
 			m.Picture = renderMycelium(n, mesh.Data)
 		}
 		return m, nil
@@ -500,7 +506,9 @@ func (p *page) model(ctx context.Context, v string, r *http.Request) (any, error
 		m := landModel{Window: win, Windows: windows}
 		if p.src.Land != nil {
 			m.Land = call(ctx, p, "land", func(ctx context.Context) (Land, error) { return p.src.Land(ctx, win) })
-			m.Charts = p.charts(m.Land.Data.Series, win)
+			if html {
+				m.Charts = p.charts(m.Land.Data.Series, win)
+			}
 		}
 		return m, nil
 	case "hardware":
@@ -612,7 +620,7 @@ func chartColour(unit string, i int) int {
 // view serves a view as HTML, or JSON when the client asks for it.
 func (p *page) view(v string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		m, err := p.model(r.Context(), v, r)
+		m, err := p.modelFor(r.Context(), v, r, !wantsJSON(r))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/univrs/hypha/images"
+	"github.com/univrs/hypha/provisioning"
 )
 
 func init() {
@@ -21,6 +22,7 @@ func runImage(ctx context.Context, args []string) error {
 	out := fs.String("o", "", "output image (default out/hypha-<target>.img)")
 	version := fs.String("version", "", "build version shown on the LAN page (default: a timestamp)")
 	perm := fs.String("perm", "", "directory copied into /perm")
+	community := fs.String("community", "", "community directory (hypha community init) baked into /perm: manifest, mesh key, steward password hash")
 	size := fs.Int64("size", 2048, "disk size in MiB")
 	rootOnly := fs.Bool("root-only", false, "build only the root squashfs (what hypha update sends)")
 	if err := fs.Parse(args); err != nil {
@@ -45,6 +47,22 @@ func runImage(ctx context.Context, args []string) error {
 	}
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
+	}
+	if *community != "" {
+		dir, err := os.MkdirTemp("", "hypha-perm-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if *perm != "" {
+			if err := os.CopyFS(dir, os.DirFS(*perm)); err != nil {
+				return fmt.Errorf("copy -perm %s: %w", *perm, err)
+			}
+		}
+		if err := provisioning.BakePerm(*community, dir); err != nil {
+			return err
+		}
+		*perm = dir
 	}
 	res, err := images.Build(ctx, images.Options{
 		Config: cfg, Target: t, Version: *version, Output: *out, PermDir: *perm,

@@ -198,8 +198,8 @@ func Render(w io.Writer, c Chart) error {
 		xx := x(tk.t)
 		anchor := "middle"
 		switch {
-		case xx > float64(c.Width-padR)-40:
-			anchor = "end"
+		case xx > float64(c.Width-padR)-45:
+			continue // a label cut by the edge reads worse than none
 		case xx < padL+30:
 			anchor = "start"
 		}
