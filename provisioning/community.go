@@ -43,11 +43,14 @@ func (c *Community) CheckStewardPassword(password string) error {
 
 // InitOptions are the choices of `hypha community init`.
 type InitOptions struct {
-	Name           string   // required
-	Bioregion      string   // optional
-	Location       Location // optional (0,0 if unknown)
-	StewardName    string   // optional, shown on the LAN page
-	Password       string   // steward password for the LAN page, >= 8 characters
+	Name        string   // required
+	Bioregion   string   // optional
+	Location    Location // optional (0,0 if unknown)
+	StewardName string   // optional, shown on the LAN page
+	Password    string   // steward password for the LAN page, >= 8 characters
+	// KeyPassphrase, when set, encrypts steward.key (EncryptStewardKey);
+	// every later use of the key then needs it.
+	KeyPassphrase  string
 	BootstrapPeers []string // optional multiaddrs
 	Now            time.Time
 	// Edit, when set, adjusts the default manifest before it is signed.
@@ -95,7 +98,12 @@ func Init(dir string, o InitOptions) (*Community, ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPEM, err := EncodeStewardKey(priv)
+	var keyPEM []byte
+	if o.KeyPassphrase != "" {
+		keyPEM, err = EncryptStewardKey(priv, o.KeyPassphrase)
+	} else {
+		keyPEM, err = EncodeStewardKey(priv)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -136,13 +144,14 @@ func OpenDir(dir string) (*Community, error) {
 	return c, nil
 }
 
-// LoadStewardKey reads dir/steward.key.
-func LoadStewardKey(dir string) (ed25519.PrivateKey, error) {
+// LoadStewardKey reads dir/steward.key; passphrase is needed (and only
+// used) when the file is encrypted (see OpenStewardKey for the errors).
+func LoadStewardKey(dir, passphrase string) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(filepath.Join(dir, StewardKey))
 	if err != nil {
 		return nil, fmt.Errorf("load steward key: %w", err)
 	}
-	k, err := ParseStewardKey(b)
+	k, err := OpenStewardKey(b, passphrase)
 	if err != nil {
 		return nil, fmt.Errorf("load steward key %s: %w", filepath.Join(dir, StewardKey), err)
 	}

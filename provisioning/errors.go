@@ -34,6 +34,11 @@ var (
 	// ErrNotProvisioned: /perm holds no community (a blank box). hyphad
 	// should show the LAN page in "not provisioned" mode rather than crash.
 	ErrNotProvisioned = errors.New("no community provisioned")
+	// ErrKeyEncrypted: the steward key file is encrypted and no
+	// passphrase was given.
+	ErrKeyEncrypted = errors.New("steward key is encrypted: passphrase needed")
+	// ErrBadPassphrase: the passphrase does not open the steward key.
+	ErrBadPassphrase = errors.New("wrong steward key passphrase")
 	// ErrNoPending: sign was asked for but no update is waiting.
 	ErrNoPending = errors.New("no pending manifest update")
 )

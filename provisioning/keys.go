@@ -122,6 +122,11 @@ const (
 // suite fast (CheckStewardPassword reads the cost from the hash itself).
 var argonCost = struct{ time, memory uint32 }{argonTime, argonMemory}
 
+// argonMaxMemory bounds the memory (KiB) a hash or key file may ask for, so
+// a hostile file cannot make us allocate without limit (1 GiB; fuzz targets
+// lower it).
+var argonMaxMemory uint32 = 1 << 20
+
 // HashStewardPassword returns an argon2id hash of password in the PHC string
 // format "$argon2id$v=19$m=65536,t=3,p=2$<salt>$<hash>" (unpadded base64).
 func HashStewardPassword(password string) (string, error) {
@@ -159,7 +164,7 @@ func CheckStewardPassword(hash, password string) error {
 		return bad("parameters " + parts[3])
 	}
 	// Bound the cost an attacker-supplied hash can make us pay.
-	if m < 8 || m > 1<<20 || t < 1 || t > 16 || p < 1 {
+	if m < 8 || m > argonMaxMemory || t < 1 || t > 16 || p < 1 {
 		return bad("parameters out of range " + parts[3])
 	}
 	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])

@@ -62,6 +62,7 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 		steward := fs.String("steward", "", "your name as founding steward")
 		pwFile := fs.String("password-file", "", "file holding the steward password for the LAN page (else $HYPHA_STEWARD_PASSWORD, else a prompt)")
 		peers := fs.String("bootstrap", "", "comma-separated bootstrap multiaddrs")
+		encrypt := fs.Bool("encrypt-key", false, "encrypt steward.key with a passphrase ($HYPHA_STEWARD_KEY_PASSPHRASE, else a prompt)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -79,9 +80,15 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 		if err != nil {
 			return err
 		}
+		var pass string
+		if *encrypt {
+			if pass, err = commKeyPassphrase(stdin, true); err != nil {
+				return err
+			}
+		}
 		c, _, err := provisioning.Init(*dir, provisioning.InitOptions{
 			Name: *name, Bioregion: *bioregion, Location: l, StewardName: *steward,
-			Password: pw, BootstrapPeers: commSplitList(*peers), Now: commNow(),
+			Password: pw, KeyPassphrase: pass, BootstrapPeers: commSplitList(*peers), Now: commNow(),
 		})
 		if err != nil {
 			return err
@@ -145,6 +152,7 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 		return nil
 	case "keygen":
 		out := fs.String("out", "steward.key", "where to write the new private key (mode 0600)")
+		encrypt := fs.Bool("encrypt", false, "encrypt the key with a passphrase ($HYPHA_STEWARD_KEY_PASSPHRASE, else a prompt)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -152,7 +160,16 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 		if err != nil {
 			return err
 		}
-		b, err := provisioning.EncodeStewardKey(priv)
+		var b []byte
+		if *encrypt {
+			pass, perr := commKeyPassphrase(stdin, true)
+			if perr != nil {
+				return perr
+			}
+			b, err = provisioning.EncryptStewardKey(priv, pass)
+		} else {
+			b, err = provisioning.EncodeStewardKey(priv)
+		}
 		if err != nil {
 			return err
 		}
@@ -231,7 +248,7 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		priv, err := provisioning.LoadStewardKey(*dir)
+		priv, err := commLoadKey(*dir, stdin)
 		if err != nil {
 			return err
 		}
@@ -273,11 +290,49 @@ func commOpenWithKey(dir string) (*provisioning.Community, ed25519.PrivateKey, e
 	if err != nil {
 		return nil, nil, err
 	}
-	priv, err := provisioning.LoadStewardKey(dir)
+	priv, err := commLoadKey(dir, os.Stdin)
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, priv, nil
+}
+
+// commLoadKey loads dir's steward key, asking for the passphrase of an
+// encrypted key ($HYPHA_STEWARD_KEY_PASSPHRASE, else a terminal prompt).
+func commLoadKey(dir string, stdin io.Reader) (ed25519.PrivateKey, error) {
+	priv, err := provisioning.LoadStewardKey(dir, os.Getenv("HYPHA_STEWARD_KEY_PASSPHRASE"))
+	if !errors.Is(err, provisioning.ErrKeyEncrypted) {
+		return priv, err
+	}
+	pass, perr := commKeyPassphrase(stdin, false)
+	if perr != nil {
+		return nil, fmt.Errorf("%w: %v", err, perr)
+	}
+	return provisioning.LoadStewardKey(dir, pass)
+}
+
+// commKeyPassphrase reads the steward key passphrase from the environment
+// or, on a terminal, a prompt (twice when confirm).
+func commKeyPassphrase(stdin io.Reader, confirm bool) (string, error) {
+	if p := os.Getenv("HYPHA_STEWARD_KEY_PASSPHRASE"); p != "" {
+		return p, nil
+	}
+	f, ok := stdin.(*os.File)
+	if !ok || !fileIsTerminal(f) {
+		return "", fmt.Errorf("steward key passphrase: set HYPHA_STEWARD_KEY_PASSPHRASE or run on a terminal")
+	}
+	first, err := commPromptNoEcho(f, "steward key passphrase: ")
+	if err != nil || !confirm {
+		return first, err
+	}
+	second, err := commPromptNoEcho(f, "again: ")
+	if err != nil {
+		return "", err
+	}
+	if first != second {
+		return "", fmt.Errorf("steward key passphrase: the two entries differ")
+	}
+	return first, nil
 }
 
 func commPrintManifest(w io.Writer, c *provisioning.Community) {

@@ -99,3 +99,28 @@ func TestCommunityCLI(t *testing.T) {
 		t.Fatal("unknown action accepted")
 	}
 }
+
+func TestCommunityCLIEncryptedKey(t *testing.T) {
+	t.Setenv("HYPHA_STEWARD_PASSWORD", "lan-pass-123")
+	t.Setenv("HYPHA_STEWARD_KEY_PASSPHRASE", "key-pass-123")
+	dir := filepath.Join(t.TempDir(), "c")
+	if _, err := runComm(t, "", "init", "-dir", dir, "-name", "Locked", "-encrypt-key"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, provisioning.StewardKey))
+	if !strings.Contains(string(b), "ENCRYPTED") {
+		t.Fatal("key not encrypted")
+	}
+	if _, err := runComm(t, "", "invite", "-dir", dir); err != nil {
+		t.Fatalf("invite with the passphrase in the environment: %v", err)
+	}
+	t.Setenv("HYPHA_STEWARD_KEY_PASSPHRASE", "")
+	// Not a terminal, no passphrase: a clear error, nothing signed.
+	if _, err := runComm(t, "", "sign", "-dir", dir); !errors.Is(err, provisioning.ErrKeyEncrypted) {
+		t.Fatalf("sign without passphrase: %v", err)
+	}
+	t.Setenv("HYPHA_STEWARD_KEY_PASSPHRASE", "wrong-pass-1")
+	if _, err := runComm(t, "", "update", "-dir", dir, "-debt-limit", "5"); !errors.Is(err, provisioning.ErrBadPassphrase) {
+		t.Fatalf("update with a wrong passphrase: %v", err)
+	}
+}
