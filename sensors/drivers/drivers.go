@@ -148,8 +148,6 @@ func (c *closer) Close() error {
 	return c.err
 }
 
-var errClosed = fmt.Errorf("read: %w", obs.ErrClosed)
-
 // inRange checks a value against a datasheet range.
 func inRange(what string, v, lo, hi float64, unit string) error {
 	if math.IsNaN(v) || v < lo || v > hi {

@@ -173,3 +173,18 @@ func TestSeasonsAndDays(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkValues measures one simulated reading of every quantity at the
+// sampler's pace (one minute apart).
+func BenchmarkValues(b *testing.B) {
+	origin := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	m := model(1, 45, 7, origin)
+	ts := origin
+	b.ReportAllocs()
+	for b.Loop() {
+		ts = ts.Add(time.Minute)
+		for _, ms := range obs.MeasuresFor("sim") {
+			_ = m.Values(ms, ts)
+		}
+	}
+}

@@ -298,6 +298,15 @@ func (s *Store) Write(samples []Sample) error {
 			buckets[i] = tx.Bucket([]byte(l.name))
 		}
 		cache := map[string][]*bolt.Bucket{}
+		// Aggregate the batch in memory first: one read-modify-write per
+		// touched bucket instead of one per sample.
+		type aggKey struct {
+			stream string
+			level  int
+			start  int64
+		}
+		pending := map[aggKey]*agg{}
+		var order []aggKey
 		for _, sm := range samples {
 			bs, ok := cache[sm.Stream]
 			if !ok {
@@ -307,6 +316,9 @@ func (s *Store) Write(samples []Sample) error {
 					if err != nil {
 						return err
 					}
+					// Keys are time-ordered and mostly appended: fill
+					// pages instead of splitting them in half.
+					b.FillPercent = 0.95
 					bs[i] = b
 				}
 				cache[sm.Stream] = bs
@@ -319,19 +331,30 @@ func (s *Store) Write(samples []Sample) error {
 				return err
 			}
 			for i := 1; i < len(s.levels); i++ {
-				start := sm.Time.Truncate(s.levels[i].width).Unix()
-				ak := timeKey(start)
-				var a agg
-				if old := bs[i].Get(ak); old != nil {
-					var err error
-					if a, err = decodeAgg(old); err != nil {
-						return fmt.Errorf("%s %s at %d: %w", s.levels[i].name, sm.Stream, start, err)
-					}
+				ak := aggKey{sm.Stream, i, sm.Time.Truncate(s.levels[i].width).Unix()}
+				a := pending[ak]
+				if a == nil {
+					a = &agg{}
+					pending[ak] = a
+					order = append(order, ak)
 				}
 				a.add(sm.Value, sm.Simulated)
-				if err := bs[i].Put(ak, a.encode()); err != nil {
-					return err
+			}
+		}
+		for _, ak := range order {
+			b := cache[ak.stream][ak.level]
+			k := timeKey(ak.start)
+			a := *pending[ak]
+			if old := b.Get(k); old != nil {
+				prev, err := decodeAgg(old)
+				if err != nil {
+					return fmt.Errorf("%s %s at %d: %w", s.levels[ak.level].name, ak.stream, ak.start, err)
 				}
+				prev.merge(a)
+				a = prev
+			}
+			if err := b.Put(k, a.encode()); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -532,7 +555,7 @@ func (s *Store) Raw(stream string, from, to time.Time, limit int, desc bool) ([]
 		var k, v []byte
 		next := c.Next
 		if desc {
-			k, v = c.Seek(hi)
+			k, _ = c.Seek(hi)
 			if k == nil {
 				k, v = c.Last()
 			} else {
