@@ -184,7 +184,9 @@ func (n *Node) sources() lanpage.Sources {
 			defer n.alertsMu.Unlock()
 			return append([]lanpage.Alert(nil), n.alerts...), nil
 		},
-		Mesh: n.meshView,
+		Mesh:      n.meshView,
+		Hardware:  n.hardwareView,
+		Community: n.communityView,
 	}
 }
 
