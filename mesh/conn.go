@@ -302,7 +302,9 @@ func (n *Node) maintainOnce(now time.Time) {
 		// Pubsub watchdog (go-libp2p-pubsub #128/#419): a member connected
 		// for a while but absent from the topic lost its subscription state
 		// when a duplicate connection closed. Reset its connections.
-		if m.reach != ReachNone && !topicPeers[id] && now.Sub(m.connSince) > watchdogAfter &&
+		// Only members that announced are mesh nodes; a tool that connects
+		// for streams alone never subscribes.
+		if m.reach != ReachNone && m.ann != nil && !topicPeers[id] && now.Sub(m.connSince) > watchdogAfter &&
 			now.Sub(m.lastReset) > 2*watchdogAfter {
 			m.lastReset = now
 			resets = append(resets, id)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -113,6 +114,12 @@ func TestLoopbackMesh(t *testing.T) {
 		t.Fatalf("B sees C as %+v, want direct with addresses", m)
 	}
 	waitFor(t, 10*time.Second, "an RTT measurement", func() bool { return upSet(b)[c.ID()].RTT > 0 })
+	if st := a.Status(); st.Counts["up"] != 2 || len(st.Members) != 2 || st.Self.ID != a.ID() {
+		t.Fatalf("A's status = %+v", st)
+	}
+	if js, err := json.Marshal(a.Status()); err != nil || !bytes.Contains(js, []byte(`"state":"up","reach":"direct"`)) {
+		t.Fatalf("status JSON %s, %v", js, err)
+	}
 
 	if err := b.Announce(Announcement{Name: "bee", Roles: []string{"inference"}, Load: 0.3}); err != nil {
 		t.Fatal(err)

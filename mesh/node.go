@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -384,6 +385,30 @@ func (n *Node) Self() Member {
 		ID: n.h.ID(), Name: nameOf(n.last), State: StateUp, Reach: ReachDirect,
 		Addrs: addrs, LastSeen: time.Now(), Announcement: n.last.clone(),
 	}
+}
+
+// Status is the mesh as the LAN page shows it.
+type Status struct {
+	Self    Member         `json:"self"`
+	Members []Member       `json:"members"`
+	Counts  map[string]int `json:"counts"` // by state: "up", "suspect", "down"
+	// Relays are the members holding a relay reservation for this node.
+	Relays []peer.ID `json:"relays"`
+}
+
+// Status returns a snapshot for the LAN page "Mesh" view (JSON-ready).
+func (n *Node) Status() Status {
+	st := Status{Self: n.Self(), Members: n.Members(), Counts: map[string]int{}}
+	for _, m := range st.Members {
+		st.Counts[m.State.String()]++
+	}
+	n.mu.Lock()
+	for id := range n.reservations {
+		st.Relays = append(st.Relays, id)
+	}
+	n.mu.Unlock()
+	slices.Sort(st.Relays)
+	return st
 }
 
 // Subscribe returns a subscription to membership changes and announcements.
