@@ -1,9 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 )
 
 // Sampler picks the next token from logits. The zero value is greedy.
@@ -76,7 +77,24 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		c = append(c, candidate{id: int32(i), logit: logit(i)})
 	}
 	s.cand = c
-	sort.SliceStable(c, func(i, j int) bool { return c[i].logit > c[j].logit })
+	if s.TopK > 0 || (s.TopP > 0 && s.TopP < 1) || s.MinP > 0 {
+		// sorted by logit, ties by id, so the order is deterministic
+		slices.SortFunc(c, func(a, b candidate) int {
+			if a.logit != b.logit {
+				return cmp.Compare(b.logit, a.logit)
+			}
+			return cmp.Compare(a.id, b.id)
+		})
+	} else {
+		// no truncation: only the maximum must come first (for softmax)
+		best := 0
+		for i := range c {
+			if c[i].logit > c[best].logit {
+				best = i
+			}
+		}
+		c[0], c[best] = c[best], c[0]
+	}
 	if s.TopK > 0 && s.TopK < len(c) {
 		c = c[:s.TopK]
 	}
