@@ -30,7 +30,7 @@ type collector struct{ s *Service }
 
 var (
 	labels      = []string{"sensor", "where", "simulated"}
-	upDesc      = prometheus.NewDesc("hypha_sensor_up", "1 if the sensor's last attempt succeeded, 0 if it failed or is absent.", []string{"sensor", "driver", "state", "simulated"}, nil)
+	upDesc      = prometheus.NewDesc("hypha_sensor_up", "1 if the sensor's last attempt succeeded, 0 if it failed or is absent.", []string{"sensor", "driver", "simulated"}, nil)
 	failDesc    = prometheus.NewDesc("hypha_sensor_consecutive_failures", "Failed attempts since the last good reading.", []string{"sensor", "driver", "simulated"}, nil)
 	lastGood    = prometheus.NewDesc("hypha_sensor_last_good_timestamp_seconds", "Unix time of the last good reading.", []string{"sensor", "driver", "simulated"}, nil)
 	droppedDesc = prometheus.NewDesc("hypha_sensor_readings_dropped_total", "Readings that could not be stored.", nil, nil)
@@ -76,7 +76,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		if st.State == StateOK {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up, st.ID, st.Driver, st.State, sim)
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up, st.ID, st.Driver, sim)
 		ch <- prometheus.MustNewConstMetric(failDesc, prometheus.GaugeValue, float64(st.Failures), st.ID, st.Driver, sim)
 		if !st.LastGood.IsZero() {
 			ch <- prometheus.MustNewConstMetric(lastGood, prometheus.GaugeValue, float64(st.LastGood.UnixNano())/1e9, st.ID, st.Driver, sim)
