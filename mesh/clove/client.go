@@ -10,48 +10,73 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// request is the asker's state for one Request.
-type request struct {
-	id   MessageID
-	mu   sync.Mutex
-	got  []Clove // guarded by mu
+// result is the outcome of a Request, shared by its attempts.
+type result struct {
 	done chan struct{}
 	once sync.Once
 	msg  []byte // set before done closes
 	err  error  // set before done closes
-	k    int
 }
 
-// pendingPath is one path of a request, awaiting its reply clove.
-type pendingPath struct {
-	req  *request
-	keys []hopKeys
-}
+func newResult() *result { return &result{done: make(chan struct{})} }
 
-func (r *request) finish(msg []byte, err error) {
+func (r *result) finish(msg []byte, err error) {
 	r.once.Do(func() {
 		r.msg, r.err = msg, err
 		close(r.done)
 	})
 }
 
-func (r *request) fail(err error) { r.finish(nil, err) }
+// attempt is one sending of a request: N cloves over N paths.
+type attempt struct {
+	id     MessageID
+	k      int
+	res    *result
+	acked  chan struct{} // closed when K paths acked
+	failed chan struct{} // closed when fewer than K first hops took the packet
+	paths  [][]Candidate
 
-// receive handles one reply body that came back over pp.
-func (r *request) receive(pp *pendingPath, body []byte) {
-	b, err := openReply(pp.keys, body)
+	mu      sync.Mutex
+	got     []Clove // reply cloves; guarded by mu
+	acks    int     // guarded by mu
+	ackedBy []bool  // per path; guarded by mu
+	sendErr int     // guarded by mu
+	ackOnce sync.Once
+	failOne sync.Once
+}
+
+// pendingPath is one path of an attempt, awaiting its ack and reply clove.
+type pendingPath struct {
+	at   *attempt
+	keys []hopKeys
+	path int
+}
+
+// receive handles an ack or a final reply that came back over pp.
+func (pp *pendingPath) receive(kind byte, body []byte) {
+	a := pp.at
+	b, err := openReply(pp.keys, kind, body)
 	if err != nil {
 		return // tampered: the other paths may still answer
 	}
-	c, err := DecodeClove(b)
-	if err != nil || c.ID != r.id {
+	if kind == frameAck {
+		if len(b) == 0 {
+			a.mu.Lock()
+			a.ackLocked(pp.path)
+			a.mu.Unlock()
+		}
 		return
 	}
-	r.mu.Lock()
-	r.got = append(r.got, c)
-	got := append([]Clove(nil), r.got...)
-	r.mu.Unlock()
-	if distinct(got, seq(len(got))) < r.k {
+	c, err := DecodeClove(b)
+	if err != nil || c.ID != a.id {
+		return
+	}
+	a.mu.Lock()
+	a.ackLocked(pp.path) // a reply is an ack too
+	a.got = append(a.got, c)
+	got := append([]Clove(nil), a.got...)
+	a.mu.Unlock()
+	if distinct(got, seq(len(got))) < a.k {
 		return
 	}
 	msg, _, err := Combine(got)
@@ -59,16 +84,16 @@ func (r *request) receive(pp *pendingPath, body []byte) {
 		return // wait for another clove
 	}
 	if len(msg) < 1 {
-		r.fail(fmt.Errorf("clove request: empty reply: %w", ErrMalformed))
+		a.res.finish(nil, fmt.Errorf("clove request: empty reply: %w", ErrMalformed))
 		return
 	}
 	switch msg[0] {
 	case replyOK:
-		r.finish(msg[1:], nil)
+		a.res.finish(msg[1:], nil)
 	case replyErr:
-		r.fail(fmt.Errorf("clove request: %q: %w", msg[1:], ErrRemote))
+		a.res.finish(nil, fmt.Errorf("clove request: %q: %w", msg[1:], ErrRemote))
 	default:
-		r.fail(fmt.Errorf("clove request: reply status %d: %w", msg[0], ErrMalformed))
+		a.res.finish(nil, fmt.Errorf("clove request: reply status %d: %w", msg[0], ErrMalformed))
 	}
 }
 
@@ -83,9 +108,11 @@ func seq(n int) []int {
 // Request sends req anonymously to the serving node dest as N cloves over N
 // disjoint onion paths of L relays and waits for the reply (rebuilt from
 // the first K reply cloves). dest learns neither this node's peer id nor
-// address; each relay learns only its predecessor and successor. Up to N-K
-// paths may fail. It returns when the reply is rebuilt, ctx ends or
-// Params.Expiry passes, whichever is first. Safe for concurrent use.
+// its address; each relay learns only its predecessor and successor. Up to
+// N-K paths may fail; if fewer than K paths are acknowledged by dest within
+// Params.AckTimeout, the request is sent again (up to Params.Retries times)
+// over fresh paths avoiding the relays of the silent ones. It returns when a
+// reply is rebuilt, ctx ends or Params.Expiry passes. Safe for concurrent use.
 func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, error) {
 	if dest == n.h.ID() {
 		return nil, fmt.Errorf("clove request to %s: that is this node: %w", dest, ErrUnknownPeer)
@@ -95,100 +122,187 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 	if !ok {
 		return nil, fmt.Errorf("clove request to %s: %w", dest, ErrUnknownPeer)
 	}
-	paths, err := pickPaths(cands, n.h.ID(), dest, n.p.N, n.p.L)
-	if err != nil {
-		return nil, fmt.Errorf("clove request to %s: %w", dest, err)
+	ctx, cancel := context.WithTimeout(ctx, n.p.Expiry)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // senders still dialling give up
+	res := newResult()
+	retries := max(n.p.Retries, 0)
+	for try := 0; ; try++ {
+		paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
+		if err != nil {
+			if try == 0 {
+				return nil, fmt.Errorf("clove request to %s: %w", dest, err)
+			}
+			break // no fresh paths left: wait for what is under way
+		}
+		at, cleanup, err := n.start(ctx, &wg, res, dc, paths, req)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		if try >= retries {
+			break
+		}
+		timer := time.NewTimer(n.p.AckTimeout)
+		select {
+		case <-res.done:
+			timer.Stop()
+			return res.msg, res.err
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("clove request to %s: %w", dest, ctx.Err())
+		case <-at.acked:
+			timer.Stop()
+			return n.wait(ctx, res, at)
+		case <-at.failed:
+		case <-timer.C:
+		}
+		// Retry: drop every relay of the paths that did not ack.
+		at.mu.Lock()
+		unacked := at.unackedPathsLocked()
+		at.mu.Unlock()
+		for _, i := range unacked {
+			for _, c := range at.paths[i] {
+				delete(cands, c.ID)
+			}
+		}
+		n.resends.Add(1)
+		n.log.Debug("resending over fresh paths", "unacked", len(unacked))
 	}
-	return n.requestOver(ctx, dc, paths, req)
+	return n.wait(ctx, res, nil)
 }
 
+// ackLocked records that path i works. Needs a.mu.
+func (a *attempt) ackLocked(i int) {
+	if a.ackedBy[i] {
+		return
+	}
+	a.ackedBy[i] = true
+	a.acks++
+	if a.acks >= a.k {
+		a.ackOnce.Do(func() { close(a.acked) })
+	}
+}
+
+// unackedPathsLocked lists the paths of a without an ack. Needs a.mu.
+func (a *attempt) unackedPathsLocked() []int {
+	var out []int
+	for i, ok := range a.ackedBy {
+		if !ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (n *Node) wait(ctx context.Context, res *result, at *attempt) ([]byte, error) {
+	select {
+	case <-res.done:
+		return res.msg, res.err
+	case <-ctx.Done():
+		got := 0
+		if at != nil {
+			at.mu.Lock()
+			got = len(at.got)
+			at.mu.Unlock()
+		}
+		return nil, fmt.Errorf("clove request: %d of %d reply cloves: %w", got, n.p.K, ctx.Err())
+	}
+}
+
+// requestOver sends one attempt over the given paths, without retries.
 func (n *Node) requestOver(ctx context.Context, dest Candidate, paths [][]Candidate, req []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.p.Expiry)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	res := newResult()
+	at, cleanup, err := n.start(ctx, &wg, res, dest, paths, req)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	return n.wait(ctx, res, at)
+}
+
+// start splits req, builds one packet per path, registers the paths as
+// pending and sends the packets (in goroutines tracked by wg). cleanup
+// unregisters the paths.
+func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest Candidate, paths [][]Candidate, req []byte) (*attempt, func(), error) {
 	if len(req) > n.p.MaxMessage() {
-		return nil, fmt.Errorf("clove request: %d bytes, max %d: %w", len(req), n.p.MaxMessage(), ErrTooLarge)
+		return nil, nil, fmt.Errorf("clove request: %d bytes, max %d: %w", len(req), n.p.MaxMessage(), ErrTooLarge)
 	}
 	cloves, err := Split(req, n.p.N, n.p.K)
 	if err != nil {
-		return nil, fmt.Errorf("clove request: %w", err)
+		return nil, nil, fmt.Errorf("clove request: %w", err)
 	}
 	encLen := cloves[0].EncodedLen()
 	size := n.p.sizeClass(headerLen(n.p.L) + 4 + encLen)
 	if size == 0 {
-		return nil, fmt.Errorf("clove request: clove of %d bytes exceeds MaxPacket %d: %w", encLen, n.p.MaxPacket, ErrTooLarge)
+		return nil, nil, fmt.Errorf("clove request: clove of %d bytes exceeds MaxPacket %d: %w", encLen, n.p.MaxPacket, ErrTooLarge)
 	}
-	expiry := time.Now().Add(n.p.Expiry)
-	deadline := expiry.UnixMilli()
-	ctx, cancel := context.WithDeadline(ctx, expiry)
-	defer cancel()
-
-	r := &request{id: cloves[0].ID, done: make(chan struct{}), k: n.p.K}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(n.p.Expiry)
+	}
+	at := &attempt{id: cloves[0].ID, k: n.p.K, res: res, acked: make(chan struct{}), failed: make(chan struct{}), paths: paths,
+		ackedBy: make([]bool, len(paths))}
 	type out struct {
-		to  peer.ID
 		key linkKey
 		f   frame
 	}
 	outs := make([]out, 0, len(paths))
-	for j, path := range paths {
-		hops := make([]pathHop, 0, len(path)+1)
-		for _, c := range append(append([]Candidate(nil), path...), dest) {
-			pub, err := ecdh.X25519().NewPublicKey(c.Key[:])
-			if err != nil {
-				return nil, fmt.Errorf("clove request: key of %s: %v: %w", c.ID, err, ErrUnknownPeer)
-			}
-			hops = append(hops, pathHop{id: c.ID, pub: pub})
-		}
-		cb, err := cloves[j].MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		pkt, keys, err := buildPacket(hops, deadline, cb, size)
-		if err != nil {
-			return nil, fmt.Errorf("clove request: %w", err)
-		}
-		l := newLink()
-		o := out{to: path[0].ID, key: linkKey{path[0].ID, l}, f: frame{kind: frameForward, link: l, data: pkt}}
-		outs = append(outs, o)
-		n.mu.Lock()
-		if n.closed {
-			n.mu.Unlock()
-			return nil, ErrClosed
-		}
-		n.pending[o.key] = &pendingPath{req: r, keys: keys}
-		n.mu.Unlock()
-	}
-	defer func() {
+	cleanup := func() {
 		n.mu.Lock()
 		for _, o := range outs {
 			delete(n.pending, o.key)
 		}
 		n.mu.Unlock()
-	}()
-
-	var wg sync.WaitGroup
-	var fmu sync.Mutex
-	var sendErrs []error
+	}
+	for j, path := range paths {
+		hops := make([]pathHop, 0, len(path)+1)
+		for _, c := range append(append([]Candidate(nil), path...), dest) {
+			pub, err := ecdh.X25519().NewPublicKey(c.Key[:])
+			if err != nil {
+				cleanup()
+				return nil, nil, fmt.Errorf("clove request: key of %s: %v: %w", c.ID, err, ErrUnknownPeer)
+			}
+			hops = append(hops, pathHop{id: c.ID, pub: pub})
+		}
+		cb, err := cloves[j].MarshalBinary()
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		pkt, keys, err := buildPacket(hops, deadline.UnixMilli(), cb, size)
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("clove request: %w", err)
+		}
+		l := newLink()
+		o := out{key: linkKey{path[0].ID, l}, f: frame{kind: frameForward, link: l, data: pkt}}
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			cleanup()
+			return nil, nil, ErrClosed
+		}
+		n.pending[o.key] = &pendingPath{at: at, keys: keys, path: j}
+		n.mu.Unlock()
+		outs = append(outs, o)
+	}
 	for _, o := range outs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.send(ctx, o.to, o.f); err != nil {
-				fmu.Lock()
-				sendErrs = append(sendErrs, err)
-				if len(outs)-len(sendErrs) < n.p.K {
-					r.fail(fmt.Errorf("clove request: %d of %d paths failed at the first hop (last: %v): %w",
-						len(sendErrs), len(outs), err, ErrNoPaths))
+			if err := n.send(ctx, o.key.peer, o.f); err != nil {
+				at.mu.Lock()
+				at.sendErr++
+				if len(outs)-at.sendErr < n.p.K {
+					at.failOne.Do(func() { close(at.failed) })
 				}
-				fmu.Unlock()
+				at.mu.Unlock()
 			}
 		}()
 	}
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.mu.Lock()
-		got := len(r.got)
-		r.mu.Unlock()
-		r.fail(fmt.Errorf("clove request: %d of %d reply cloves: %w", got, n.p.K, ctx.Err()))
-	}
-	wg.Wait()
-	return r.msg, r.err
+	return at, cleanup, nil
 }

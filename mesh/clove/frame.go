@@ -16,7 +16,8 @@ import (
 
 const (
 	frameForward   = 1
-	frameReply     = 2
+	frameReply     = 2 // the final reply of a session
+	frameAck       = 3 // the serving node got the clove (empty reply)
 	frameHeaderLen = 1 + linkLen + 4
 	linkLen        = 16
 )
@@ -46,7 +47,7 @@ func readFrame(r io.Reader, p Params) (frame, error) {
 	}
 	f := frame{kind: h[0]}
 	copy(f.link[:], h[1:])
-	if f.kind != frameForward && f.kind != frameReply {
+	if f.kind != frameForward && f.kind != frameReply && f.kind != frameAck {
 		return frame{}, fmt.Errorf("clove frame: kind %d: %w", f.kind, ErrMalformed)
 	}
 	n := binary.BigEndian.Uint32(h[1+linkLen:])

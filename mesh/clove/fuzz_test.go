@@ -139,14 +139,14 @@ func FuzzOpenReply(f *testing.F) {
 		}
 		got, pkt = append(got, p.keys), p.out
 	}
-	body, _ := sealReply(&got[2], []byte("answer"), 1024)
+	body, _ := sealReply(&got[2], frameReply, []byte("answer"), 1024)
 	for i := 1; i >= 0; i-- {
-		xorStream(&got[i].reply, body, body)
+		replyLayer(&got[i].reply, frameReply, body, body)
 	}
 	f.Add(body)
 	f.Add(make([]byte, 16))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out, err := openReply(keys, b)
+		out, err := openReply(keys, frameReply, b)
 		if err != nil {
 			if !isDecodeErr(err) {
 				t.Fatal(err)

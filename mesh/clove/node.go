@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -36,9 +37,10 @@ type Handler func(ctx context.Context, req []byte) ([]byte, error)
 // Observation is what a node saw of one frame; tests and metrics use it.
 type Observation struct {
 	Node  peer.ID // the observing node
-	Event string  // "relay", "deliver", "reply", "answer", "drop"
+	Event string  // "relay", "deliver", "reply" (ack or final), "answer", "drop"
 	From  peer.ID // where the frame came from
 	To    peer.ID // where it went on ("" if nowhere)
+	Ack   bool    // the frame is an ack (a "reply" or "answer" event)
 	Data  []byte  // the packet or reply body as received (a copy)
 	Err   error   // why it was dropped
 }
@@ -69,6 +71,8 @@ type Node struct {
 	handler Handler
 	log     *slog.Logger
 	obs     func(Observation)
+	pick    func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error)
+	resends atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -94,6 +98,8 @@ type session struct {
 	pred     peer.ID
 	predLink linkID
 	reply    [32]byte
+	acked    bool  // the ack has been relayed
+	replied  bool  // the final reply has been relayed
 	expires  int64 // unix ms
 }
 
@@ -111,7 +117,7 @@ func NewNode(h host.Host, id *Identity, mem Membership, p Params, opts ...Option
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{h: h, id: id, mem: mem, p: p, log: slog.Default(), ctx: ctx, cancel: cancel,
 		seen: map[[16]byte]int64{}, sessions: map[linkKey]*session{}, pending: map[linkKey]*pendingPath{},
-		inbound: map[MessageID]*inbound{}, verified: map[string]bool{}}
+		inbound: map[MessageID]*inbound{}, verified: map[string]bool{}, pick: pickPaths}
 	for _, o := range opts {
 		o(n)
 	}
@@ -133,7 +139,7 @@ func (n *Node) Close() error {
 		n.mu.Lock()
 		n.closed = true
 		for _, pp := range n.pending {
-			pp.req.fail(ErrClosed)
+			pp.at.res.finish(nil, ErrClosed)
 		}
 		n.mu.Unlock()
 		n.cancel()
@@ -145,13 +151,15 @@ func (n *Node) Close() error {
 // Stats counts the state a node holds.
 type Stats struct {
 	Sessions, ReplayTags, Pending, Inbound int
+	Resends                                int64 // requests sent again over fresh paths
 }
 
 // Stats returns current table sizes.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return Stats{Sessions: len(n.sessions), ReplayTags: len(n.seen), Pending: len(n.pending), Inbound: len(n.inbound)}
+	return Stats{Sessions: len(n.sessions), ReplayTags: len(n.seen), Pending: len(n.pending),
+		Inbound: len(n.inbound), Resends: n.resends.Load()}
 }
 
 func (n *Node) janitor() {
@@ -197,9 +205,13 @@ func (n *Node) observe(o Observation) {
 	}
 }
 
-func (n *Node) drop(from peer.ID, data []byte, err error) {
+func (n *Node) drop(from peer.ID, f *frame, err error) {
 	n.log.Debug("dropped", "from", from, "err", err)
-	n.observe(Observation{Event: "drop", From: from, Data: data, Err: err})
+	o := Observation{Event: "drop", From: from, Err: err}
+	if f != nil {
+		o.Data, o.Ack = f.data, f.kind == frameAck
+	}
+	n.observe(o)
 }
 
 func (n *Node) handleStream(s network.Stream) {
@@ -215,11 +227,11 @@ func (n *Node) handleStream(s network.Stream) {
 	switch f.kind {
 	case frameForward:
 		err = n.handleForward(from, f)
-	case frameReply:
+	case frameReply, frameAck:
 		err = n.handleReply(from, f)
 	}
 	if err != nil {
-		n.drop(from, f.data, err)
+		n.drop(from, &f, err)
 	}
 }
 
@@ -308,32 +320,49 @@ func (n *Node) handleForward(from peer.ID, f frame) error {
 	return nil
 }
 
+// handleReply relays an ack or final reply one hop back, or hands it to
+// the request waiting for it. A session relays one ack and one final reply.
 func (n *Node) handleReply(from peer.ID, f frame) error {
 	key := linkKey{from, f.link}
 	now := time.Now().UnixMilli()
 	n.mu.Lock()
 	if pp, ok := n.pending[key]; ok {
-		delete(n.pending, key)
+		if f.kind == frameReply {
+			delete(n.pending, key)
+		}
 		n.mu.Unlock()
-		n.observe(Observation{Event: "answer", From: from, Data: f.data})
-		pp.req.receive(pp, f.data)
+		n.observe(Observation{Event: "answer", From: from, Data: f.data, Ack: f.kind == frameAck})
+		pp.receive(f.kind, f.data)
 		return nil
 	}
+	// Ack and reply travel on separate streams and may arrive in either
+	// order; the session ends when both have passed.
 	s, ok := n.sessions[key]
+	dup := false
 	if ok {
-		delete(n.sessions, key) // one reply per session
+		flag := &s.replied
+		if f.kind == frameAck {
+			flag = &s.acked
+		}
+		dup, *flag = *flag, true
+		if s.acked && s.replied {
+			delete(n.sessions, key)
+		}
 	}
 	n.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("clove reply from %s link %x: %w", from, f.link[:4], ErrUnknownSession)
 	}
+	if dup {
+		return fmt.Errorf("clove reply (kind %d) from %s link %x: second of its kind: %w", f.kind, from, f.link[:4], ErrReplay)
+	}
 	if s.expires < now {
 		return fmt.Errorf("clove reply from %s link %x: %w", from, f.link[:4], ErrExpired)
 	}
 	body := make([]byte, len(f.data))
-	xorStream(&s.reply, body, f.data)
-	n.observe(Observation{Event: "reply", From: from, To: s.pred, Data: f.data})
-	return n.send(n.ctx, s.pred, frame{kind: frameReply, link: s.predLink, data: body})
+	replyLayer(&s.reply, f.kind, body, f.data)
+	n.observe(Observation{Event: "reply", From: from, To: s.pred, Data: f.data, Ack: f.kind == frameAck})
+	return n.send(n.ctx, s.pred, frame{kind: f.kind, link: s.predLink, data: body})
 }
 
 // verifiedCandidates returns the members whose key signature verifies.
@@ -384,8 +413,9 @@ func pickPaths(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([
 	if len(pool) < count*L {
 		return nil, fmt.Errorf("clove: %d relays known, %d disjoint paths of %d need %d: %w", len(pool), count, L, count*L, ErrNoPaths)
 	}
-	for i := len(pool) - 1; i > 0; i-- { // Fisher-Yates with crypto/rand
-		j := randInt(i + 1)
+	need := count * L
+	for i := 0; i < need; i++ { // partial Fisher-Yates with crypto/rand
+		j := i + randInt(len(pool)-i)
 		pool[i], pool[j] = pool[j], pool[i]
 	}
 	paths := make([][]Candidate, count)

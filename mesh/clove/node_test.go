@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -105,6 +106,29 @@ func newCluster(t testing.TB, count int, p Params, h Handler) *cluster {
 	return c
 }
 
+// settle waits until the asker has seen the 4 acks and 4 reply cloves of
+// one request. The request returns after K reply cloves; later frames
+// are dropped by the asker as an unknown session.
+func (c *cluster) settle(t *testing.T) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			for _, o := range c.obs.snapshot() {
+				t.Logf("%s %s ack=%v from %s to %s err=%v", c.name(o.Node), o.Event, o.Ack, c.name(o.From), c.name(o.To), o.Err)
+			}
+		}
+	}()
+	waitFor(t, 5*time.Second, "4 acks and 4 reply cloves at the asker", func() bool {
+		n := 0
+		for _, o := range c.obs.snapshot() {
+			if o.Node == c.hosts[asker].ID() && (o.Event == "answer" || o.Event == "drop" && errors.Is(o.Err, ErrUnknownSession)) {
+				n++
+			}
+		}
+		return n == 8
+	})
+}
+
 func (c *cluster) paths(idx [][]int) [][]Candidate {
 	out := make([][]Candidate, len(idx))
 	for i, p := range idx {
@@ -153,20 +177,10 @@ func TestRelaysSeeOnlyNeighbours(t *testing.T) {
 		t.Fatalf("reply %q", got)
 	}
 	// The reply may be rebuilt before the 4th reply clove arrives.
-	// The reply may be rebuilt before the 4th reply clove arrives; that one
-	// is then dropped by the asker as an unknown session.
+	c.settle(t)
 	lateAnswer := func(o Observation) bool {
 		return o.Event == "drop" && o.Node == c.hosts[asker].ID() && errors.Is(o.Err, ErrUnknownSession)
 	}
-	waitFor(t, 5*time.Second, "4 reply cloves at the asker", func() bool {
-		n := 0
-		for _, o := range c.obs.snapshot() {
-			if o.Event == "answer" || lateAnswer(o) {
-				n++
-			}
-		}
-		return n == 4
-	})
 	obs := c.obs.snapshot()
 	id := func(i int) peer.ID { return c.hosts[i].ID() }
 	neighbours := map[peer.ID][2]peer.ID{} // relay -> {pred, succ}
@@ -176,8 +190,8 @@ func TestRelaysSeeOnlyNeighbours(t *testing.T) {
 			neighbours[id(chain[i])] = [2]peer.ID{id(chain[i-1]), id(chain[i+1])}
 		}
 	}
-	fwdSizes, replySizes := map[int]int{}, map[int]int{}
-	var fwd, rep [][]byte
+	fwdSizes, replySizes, ackSizes := map[int]int{}, map[int]int{}, map[int]int{}
+	var fwd, rep, acks [][]byte
 	for _, o := range obs {
 		switch o.Event {
 		case "relay", "reply":
@@ -218,17 +232,22 @@ func TestRelaysSeeOnlyNeighbours(t *testing.T) {
 			fwdSizes[len(o.Data)]++
 			fwd = append(fwd, o.Data)
 		case "reply", "answer", "drop":
+			if o.Ack {
+				ackSizes[len(o.Data)]++
+				acks = append(acks, o.Data)
+				break
+			}
 			replySizes[len(o.Data)]++
 			rep = append(rep, o.Data)
 		}
 	}
-	if len(fwdSizes) != 1 || len(replySizes) != 1 {
-		t.Errorf("packet sizes differ between links: forward %v reply %v", fwdSizes, replySizes)
+	if len(fwdSizes) != 1 || len(replySizes) != 1 || len(ackSizes) != 1 {
+		t.Errorf("packet sizes differ between links: forward %v reply %v ack %v", fwdSizes, replySizes, ackSizes)
 	}
-	if len(fwd) != 4*3 || len(rep) != 4*3 {
-		t.Errorf("%d forward and %d reply links observed, want 12 and 12", len(fwd), len(rep))
+	if len(fwd) != 4*3 || len(rep) != 4*3 || len(acks) != 4*3 {
+		t.Errorf("%d forward, %d reply and %d ack links observed, want 12 each", len(fwd), len(rep), len(acks))
 	}
-	for _, set := range [][][]byte{fwd, rep} {
+	for _, set := range [][][]byte{fwd, rep, acks} {
 		for i := range set {
 			for j := i + 1; j < len(set); j++ {
 				if bytes.Equal(set[i], set[j]) {
@@ -315,6 +334,7 @@ func TestRelayKilled(t *testing.T) {
 func TestReplyStateExpires(t *testing.T) {
 	p := testParams()
 	p.Expiry = 3 * time.Second // long enough to reach every relay on a loaded machine
+	p.AckTimeout = time.Second
 	release := make(chan struct{})
 	late := func(ctx context.Context, req []byte) ([]byte, error) {
 		<-release // ignores ctx on purpose
@@ -350,7 +370,7 @@ func TestReplyStateExpires(t *testing.T) {
 	}
 	waitFor(t, 3*time.Second, "empty tables", func() bool {
 		for _, n := range c.nodes {
-			if s := n.Stats(); s != (Stats{}) {
+			if s := n.Stats(); s != (Stats{Resends: s.Resends}) {
 				return false
 			}
 		}
@@ -400,15 +420,7 @@ func TestReplayAndTamperRejected(t *testing.T) {
 	if _, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("once")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "8 relays and 4 deliveries", func() bool {
-		n := 0
-		for _, o := range c.obs.snapshot() {
-			if o.Event == "relay" || o.Event == "deliver" {
-				n++
-			}
-		}
-		return n == 12
-	})
+	c.settle(t)
 	var relayed, delivered Observation
 	for _, o := range c.obs.snapshot() {
 		switch o.Event {
@@ -474,5 +486,46 @@ func TestRemoteErrorAndSizes(t *testing.T) {
 	c2 := newCluster(t, 10, p, echo)
 	if _, err := c2.nodes[asker].Request(ctx, c2.hosts[server].ID(), []byte("x")); !errors.Is(err, ErrNoPaths) {
 		t.Fatalf("too few relays: err %v", err)
+	}
+}
+
+// TestResendOverFreshPaths: when fewer than K paths are acknowledged in
+// AckTimeout, the request goes out again over paths that avoid every relay
+// of the silent paths, and is answered.
+func TestResendOverFreshPaths(t *testing.T) {
+	p := testParams()
+	p.AckTimeout = 300 * time.Millisecond
+	c := newCluster(t, 18, p, echo) // 16 relays
+	for _, dead := range []int{2, 4} {
+		_ = c.nodes[dead].Close()
+		_ = c.hosts[dead].Close()
+	}
+	first := c.paths([][]int{{3, 2}, {5, 4}, {6, 7}, {8, 9}}) // two paths through dead relays
+	var calls []map[peer.ID]Candidate
+	c.nodes[asker].pick = func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error) {
+		calls = append(calls, maps.Clone(cands))
+		if len(calls) == 1 {
+			return first, nil
+		}
+		return pickPaths(cands, self, dest, count, L)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("again"))
+	if err != nil || string(got) != "answer to: again" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if len(calls) != 2 || c.nodes[asker].Stats().Resends != 1 {
+		t.Fatalf("%d path choices, %d resends; want 2 and 1", len(calls), c.nodes[asker].Stats().Resends)
+	}
+	for _, i := range []int{2, 3, 4, 5} {
+		if _, ok := calls[1][c.hosts[i].ID()]; ok {
+			t.Errorf("node%d of a silent path offered again", i)
+		}
+	}
+	for _, i := range []int{6, 7, 8, 9} {
+		if _, ok := calls[1][c.hosts[i].ID()]; !ok {
+			t.Errorf("node%d of an acknowledged path excluded", i)
+		}
 	}
 }

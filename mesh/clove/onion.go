@@ -38,7 +38,9 @@ import (
 //
 // Replies travel back over the same hops with no header: the serving node
 // seals its reply clove under its reply key (AEAD), every relay XORs the
-// body with its reply keystream, and the sender strips all layers.
+// body with its reply keystream, and the sender strips all layers. Each
+// session carries at most two replies, an ack (sent as soon as the clove
+// arrives, empty) and the final reply; the frame kind is the nonce.
 
 const (
 	ephLen     = 32
@@ -77,6 +79,19 @@ func deriveHop(shared, eph, nodePub []byte) hopKeys {
 // key is used for one stream only).
 func xorStream(key *[32]byte, dst, src []byte) {
 	var nonce [chacha20.NonceSize]byte
+	c, err := chacha20.NewUnauthenticatedCipher(key[:], nonce[:])
+	if err != nil {
+		panic(err) // fixed sizes
+	}
+	c.XORKeyStream(dst, src)
+}
+
+// replyLayer is a relay's layer on a reply body of the given frame kind
+// (ack or final reply): the ChaCha20 keystream of its reply key with the
+// kind as nonce, so the two replies of one session never share a stream.
+func replyLayer(key *[32]byte, kind byte, dst, src []byte) {
+	var nonce [chacha20.NonceSize]byte
+	nonce[0] = kind
 	c, err := chacha20.NewUnauthenticatedCipher(key[:], nonce[:])
 	if err != nil {
 		panic(err) // fixed sizes
@@ -276,8 +291,8 @@ func peel(priv *ecdh.PrivateKey, pkt []byte, H int) (peeled, error) {
 }
 
 // sealReply is the serving node's layer: payload sealed under its reply key
-// in a body of exactly size bytes.
-func sealReply(k *hopKeys, payload []byte, size int) ([]byte, error) {
+// (nonce = frame kind) in a body of exactly size bytes.
+func sealReply(k *hopKeys, kind byte, payload []byte, size int) ([]byte, error) {
 	if size < 4+len(payload)+tagLen {
 		return nil, fmt.Errorf("onion: reply of %d bytes does not fit %d: %w", len(payload), size, ErrTooLarge)
 	}
@@ -286,19 +301,21 @@ func sealReply(k *hopKeys, payload []byte, size int) ([]byte, error) {
 	copy(pt[4:], payload)
 	aead, _ := chacha20poly1305.New(k.reply[:])
 	var nonce [chacha20poly1305.NonceSize]byte
+	nonce[0] = kind
 	return aead.Seal(pt[:0:len(pt)], nonce[:], pt, nil)[:size:size], nil
 }
 
 // openReply strips the relays' layers (keys[:H-1]) and the serving node's
-// seal (keys[H-1]) from a reply body.
-func openReply(keys []hopKeys, body []byte) ([]byte, error) {
+// seal (keys[H-1]) from a reply body of the given frame kind.
+func openReply(keys []hopKeys, kind byte, body []byte) ([]byte, error) {
 	b := make([]byte, len(body))
 	copy(b, body)
 	for i := 0; i < len(keys)-1; i++ {
-		xorStream(&keys[i].reply, b, b)
+		replyLayer(&keys[i].reply, kind, b, b)
 	}
 	aead, _ := chacha20poly1305.New(keys[len(keys)-1].reply[:])
 	var nonce [chacha20poly1305.NonceSize]byte
+	nonce[0] = kind
 	pt, err := aead.Open(b[:0], nonce[:], b, nil)
 	if err != nil {
 		return nil, fmt.Errorf("onion: reply of %d bytes: %w", len(body), ErrTampered)

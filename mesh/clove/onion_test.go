@@ -108,13 +108,13 @@ func TestReplyLayers(t *testing.T) {
 		}
 		got[i], pkt = p.keys, p.out
 	}
-	body, err := sealReply(&got[H-1], []byte("answer"), 1024)
+	body, err := sealReply(&got[H-1], frameReply, []byte("answer"), 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
 	links := [][]byte{bytes.Clone(body)}
 	for i := H - 2; i >= 0; i-- {
-		xorStream(&got[i].reply, body, body)
+		replyLayer(&got[i].reply, frameReply, body, body)
 		if len(body) != 1024 {
 			t.Fatalf("reply body %d bytes at hop %d", len(body), i)
 		}
@@ -127,14 +127,14 @@ func TestReplyLayers(t *testing.T) {
 			}
 		}
 	}
-	out, err := openReply(keys, body)
+	out, err := openReply(keys, frameReply, body)
 	if err != nil || string(out) != "answer" {
 		t.Fatalf("openReply = %q, %v", out, err)
 	}
 	for bit := 0; bit < len(body)*8; bit += 13 {
 		bad := bytes.Clone(body)
 		bad[bit/8] ^= 1 << (bit % 8)
-		if _, err := openReply(keys, bad); !errors.Is(err, ErrTampered) {
+		if _, err := openReply(keys, frameReply, bad); !errors.Is(err, ErrTampered) {
 			t.Fatalf("reply bit %d flipped: err %v", bit, err)
 		}
 	}

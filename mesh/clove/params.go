@@ -27,15 +27,23 @@ type Params struct {
 	// and of replay tags. It must exceed the serving time of a request.
 	// Default 5 minutes.
 	Expiry time.Duration
+	// AckTimeout is how long a sender waits for K serving-node acks before
+	// it sends the request again over fresh paths that avoid every relay of
+	// the unacknowledged ones. Default 5 s (at most Expiry/2).
+	AckTimeout time.Duration
+	// Retries is the number of such resends; zero means the default 1, a
+	// negative value none.
+	Retries int
 	// MaxSessions bounds the reply sessions and the replay tags a node
 	// holds; beyond it new packets are dropped. Default 65536.
 	MaxSessions int
 }
 
-// DefaultParams returns n=4, k=3, L=3, packets 1 KiB..1 MiB, expiry 5 min.
+// DefaultParams returns n=4, k=3, L=3, packets 1 KiB..1 MiB, expiry 5 min,
+// one resend after 5 s without K acks.
 func DefaultParams() Params {
 	return Params{N: 4, K: 3, L: 3, MinPacket: 1 << 10, MaxPacket: 1 << 20,
-		Expiry: 5 * time.Minute, MaxSessions: 1 << 16}
+		Expiry: 5 * time.Minute, AckTimeout: 5 * time.Second, Retries: 1, MaxSessions: 1 << 16}
 }
 
 // WithDefaults returns p with every zero field set to its default.
@@ -58,6 +66,12 @@ func (p Params) WithDefaults() Params {
 	}
 	if p.Expiry == 0 {
 		p.Expiry = d.Expiry
+	}
+	if p.AckTimeout == 0 {
+		p.AckTimeout = min(d.AckTimeout, p.Expiry/2)
+	}
+	if p.Retries == 0 {
+		p.Retries = d.Retries
 	}
 	if p.MaxSessions == 0 {
 		p.MaxSessions = d.MaxSessions
@@ -94,6 +108,10 @@ func (p Params) Validate() error {
 		return bad("MaxPacket", p.MaxPacket, fmt.Sprintf("a power of two in MinPacket..%d", maxPacketHi))
 	case p.Expiry < 100*time.Millisecond || p.Expiry > 24*time.Hour:
 		return bad("Expiry", p.Expiry, "100ms..24h")
+	case p.AckTimeout < 10*time.Millisecond || p.AckTimeout > p.Expiry:
+		return bad("AckTimeout", p.AckTimeout, "10ms..Expiry")
+	case p.Retries > 3:
+		return bad("Retries", p.Retries, "<= 3 (negative: none)")
 	case p.MaxSessions < 1:
 		return bad("MaxSessions", p.MaxSessions, ">= 1")
 	}

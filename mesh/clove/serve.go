@@ -62,6 +62,12 @@ func (n *Node) deliver(from peer.ID, f frame, p peeled) error {
 	}
 	ready := in.replies != nil
 	n.mu.Unlock()
+	// Ack at once, so the sender knows this path works.
+	if ack, err := sealReply(&p.keys, frameAck, nil, n.p.MinPacket); err == nil {
+		if err := n.send(n.ctx, from, frame{kind: frameAck, link: f.link, data: ack}); err != nil {
+			n.log.Debug("ack send failed", "to", from, "err", err)
+		}
+	}
 	if ready {
 		n.sendReplies(c.ID)
 		return nil
@@ -144,7 +150,7 @@ func (n *Node) sendReplies(id MessageID) {
 			}
 			rp.sent = true
 			size := n.p.sizeClass(4 + len(in.replies[i]) + tagLen)
-			body, err := sealReply(&rp.keys, in.replies[i], size)
+			body, err := sealReply(&rp.keys, frameReply, in.replies[i], size)
 			if err != nil {
 				n.log.Warn("reply seal failed", "err", err)
 				continue
