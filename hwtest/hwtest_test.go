@@ -52,8 +52,9 @@ func TestLiveProbe(t *testing.T) {
 		t.Errorf("memory %+v", m)
 	}
 	// Sane range, not a speed requirement: 10 MB/s .. 10 TB/s.
-	if m.BandwidthBytesPerSec < 1e7 || m.BandwidthBytesPerSec > 1e13 || m.BandwidthThreads < 1 {
-		t.Errorf("bandwidth %.3g B/s with %d threads", m.BandwidthBytesPerSec, m.BandwidthThreads)
+	if m.BandwidthBytesPerSec < 1e7 || m.BandwidthBytesPerSec > 1e13 || m.BandwidthThreads < 1 ||
+		m.ReadBandwidthBytesPerSec < 1e7 || m.ReadBandwidthBytesPerSec > 1e13 {
+		t.Errorf("bandwidth copy %.3g read %.3g B/s with %d threads", m.BandwidthBytesPerSec, m.ReadBandwidthBytesPerSec, m.BandwidthThreads)
 	}
 	if m.BandwidthProbe < 100*time.Millisecond || m.BandwidthProbe > 10*time.Second {
 		t.Errorf("bandwidth probe ran %v for a 150ms budget", m.BandwidthProbe)
@@ -361,17 +362,16 @@ func BenchmarkBandwidthProbe(b *testing.B) {
 		b.ReportMetric(ref/1e9, "GB/s")
 	})
 	b.Run("probe", func(b *testing.B) {
-		var bw float64
-		var took time.Duration
-		var threads int
+		var bw Bandwidth
 		for b.Loop() {
-			bw, threads, took = MeasureBandwidth(context.Background(), 300*time.Millisecond, 32<<20, 0)
+			bw = MeasureBandwidth(context.Background(), 300*time.Millisecond, 32<<20, 0)
 		}
-		b.ReportMetric(bw/1e9, "GB/s")
-		b.ReportMetric(float64(threads), "threads")
-		b.ReportMetric(took.Seconds()*1000, "probe-ms")
+		b.ReportMetric(bw.Copy/1e9, "copy-GB/s")
+		b.ReportMetric(bw.Read/1e9, "read-GB/s")
+		b.ReportMetric(float64(bw.Threads), "threads")
+		b.ReportMetric(bw.Took.Seconds()*1000, "probe-ms")
 		if ref > 0 {
-			b.ReportMetric(bw/ref, "x-reference")
+			b.ReportMetric(bw.Copy/ref, "copy-x-reference")
 		}
 	})
 }
@@ -401,7 +401,7 @@ func TestSections(t *testing.T) {
 		t.Fatalf("no %s/%s", sec, item)
 		return Item{}
 	}
-	if it := find("Memory", "bandwidth"); it.Value != "38.0 GB/s" || it.Status != StatusOK {
+	if it := find("Memory", "bandwidth"); it.Value != "41.0 GB/s" || it.Status != StatusOK || !strings.HasPrefix(it.Detail, "copy 38.0 GB/s") {
 		t.Errorf("bandwidth %+v", it)
 	}
 	if it := find("Network", "wlp4s0"); it.Value != "down" || it.Detail != "wireless" {
@@ -410,8 +410,14 @@ func TestSections(t *testing.T) {
 	if it := find("Models", "70B Q4_K_M (Llama-3.1-70B class)"); it.Status != StatusFail {
 		t.Errorf("70B %+v", it)
 	}
-	if it := find("Models", "32B Q4_K_M (Qwen2.5-32B class)"); it.Status != StatusWarn || it.Value != "≈1.9 tok/s" {
+	if it := find("Models", "32B Q4_K_M (Qwen2.5-32B class)"); it.Status != StatusOK || it.Value != "≈2.1 tok/s" {
 		t.Errorf("32B %+v", it)
+	}
+	r.Memory.ReadBandwidthBytesPerSec = 38e9 // 32B drops below the usable speed
+	Recommend(r)
+	s = r.Sections()
+	if it := find("Models", "32B Q4_K_M (Qwen2.5-32B class)"); it.Status != StatusWarn || it.Value != "≈1.9 tok/s" {
+		t.Errorf("32B at 38 GB/s %+v", it)
 	}
 	if it := find("Buses", "I2C0"); it.Value != "0x50 0x51" {
 		t.Errorf("i2c %+v", it)

@@ -97,8 +97,9 @@ func (p *Prober) Run(ctx context.Context) *Report {
 		problem("memory: %v", err)
 	}
 	if p.BandwidthTime >= 0 && p.live() && ctx.Err() == nil {
-		bw, threads, took := MeasureBandwidth(ctx, p.bwTime(), p.bwBuffer(), r.Memory.AvailableBytes)
-		r.Memory.BandwidthBytesPerSec, r.Memory.BandwidthThreads, r.Memory.BandwidthProbe = bw, threads, took
+		bw := MeasureBandwidth(ctx, p.bwTime(), p.bwBuffer(), r.Memory.AvailableBytes)
+		r.Memory.BandwidthBytesPerSec, r.Memory.ReadBandwidthBytesPerSec = bw.Copy, bw.Read
+		r.Memory.BandwidthThreads, r.Memory.BandwidthProbe = bw.Threads, bw.Took
 	}
 	if r.Disks, err = p.probeDisks(ctx); err != nil {
 		problem("disks: %v", err)

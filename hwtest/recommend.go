@@ -93,11 +93,21 @@ type Verdict struct {
 	Reasons []string `json:"reasons,omitempty"`
 }
 
+// DecodeBandwidth is the bandwidth the estimate uses: the measured read
+// bandwidth when present (decode streams the weights), else the copy
+// bandwidth.
+func (m Memory) DecodeBandwidth() float64 {
+	if m.ReadBandwidthBytesPerSec > 0 {
+		return m.ReadBandwidthBytesPerSec
+	}
+	return m.BandwidthBytesPerSec
+}
+
 // Recommend fills r.Models and r.Verdict from the probed facts.
 func Recommend(r *Report) {
 	r.Models = r.Models[:0]
 	for _, m := range Catalogue {
-		r.Models = append(r.Models, Fit(m, r.Memory.TotalBytes, r.Memory.BandwidthBytesPerSec))
+		r.Models = append(r.Models, Fit(m, r.Memory.TotalBytes, r.Memory.DecodeBandwidth()))
 	}
 	var v Verdict
 	// The catalogue is sorted by size: keep the largest usable and the
@@ -113,7 +123,7 @@ func Recommend(r *Report) {
 		}
 	}
 	switch {
-	case r.Memory.BandwidthBytesPerSec <= 0:
+	case r.Memory.DecodeBandwidth() <= 0:
 		v.Grade = "unknown"
 		v.Summary = "memory bandwidth not measured: cannot predict inference speed"
 	case usable == nil:

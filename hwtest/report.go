@@ -70,9 +70,13 @@ type Memory struct {
 	// BandwidthBytesPerSec is the measured copy bandwidth in STREAM
 	// convention (bytes read + bytes written per second) over all
 	// BandwidthThreads; 0 when not measured.
-	BandwidthBytesPerSec float64       `json:"bandwidth_bytes_per_sec"`
-	BandwidthThreads     int           `json:"bandwidth_threads,omitempty"`
-	BandwidthProbe       time.Duration `json:"bandwidth_probe_ns,omitempty"`
+	BandwidthBytesPerSec float64 `json:"bandwidth_bytes_per_sec"`
+	// ReadBandwidthBytesPerSec is the measured read-only bandwidth (a
+	// summing loop over the same buffers): decode's access pattern, and
+	// the figure the tokens/s estimate uses when present.
+	ReadBandwidthBytesPerSec float64       `json:"read_bandwidth_bytes_per_sec,omitempty"`
+	BandwidthThreads         int           `json:"bandwidth_threads,omitempty"`
+	BandwidthProbe           time.Duration `json:"bandwidth_probe_ns,omitempty"`
 }
 
 // Disk is one block device.
@@ -175,7 +179,7 @@ func DecodeReport(b []byte) (*Report, error) {
 			return nil, fmt.Errorf("decode hwtest report: bus %q lists %d devices, at most 128: %w", bus.Name, len(bus.Devices), ErrMalformed)
 		}
 	}
-	if r.Memory.BandwidthBytesPerSec < 0 || r.CPU.LogicalCores < 0 {
+	if r.Memory.BandwidthBytesPerSec < 0 || r.Memory.ReadBandwidthBytesPerSec < 0 || r.CPU.LogicalCores < 0 {
 		return nil, fmt.Errorf("decode hwtest report: negative bandwidth or core count: %w", ErrMalformed)
 	}
 	return &r, nil

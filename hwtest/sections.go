@@ -57,8 +57,8 @@ func (r *Report) Sections() []Section {
 	}
 	bw := Item{Name: "bandwidth", Value: "not measured", Status: StatusWarn}
 	if m.BandwidthBytesPerSec > 0 {
-		bw = Item{Name: "bandwidth", Value: fmtBytesSI(m.BandwidthBytesPerSec) + "/s", Status: StatusOK,
-			Detail: fmt.Sprintf("copy, %d threads, best of %d trials", m.BandwidthThreads, BandwidthTrials)}
+		bw = Item{Name: "bandwidth", Value: fmtBytesSI(m.DecodeBandwidth()) + "/s", Status: StatusOK,
+			Detail: fmt.Sprintf("copy %s/s, %d threads, best of %d trials", fmtBytesSI(m.BandwidthBytesPerSec), m.BandwidthThreads, BandwidthTrials)}
 	}
 	mem := Section{Name: "Memory", Items: []Item{
 		{Name: "total", Value: fmtBytes(float64(m.TotalBytes)), Status: memStatus, Detail: fmtBytes(float64(m.AvailableBytes)) + " available"}, bw}}

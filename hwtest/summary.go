@@ -50,7 +50,11 @@ func (r *Report) WriteSummary(w io.Writer) {
 	m := r.Memory
 	bw := "not measured"
 	if m.BandwidthBytesPerSec > 0 {
-		bw = fmt.Sprintf("%s/s measured (%d threads, %s)", fmtBytesSI(m.BandwidthBytesPerSec), m.BandwidthThreads, m.BandwidthProbe.Round(time.Millisecond))
+		bw = fmt.Sprintf("copy %s/s", fmtBytesSI(m.BandwidthBytesPerSec))
+		if m.ReadBandwidthBytesPerSec > 0 {
+			bw += fmt.Sprintf(", read %s/s", fmtBytesSI(m.ReadBandwidthBytesPerSec))
+		}
+		bw += fmt.Sprintf(" measured (%d threads, %s)", m.BandwidthThreads, m.BandwidthProbe.Round(time.Millisecond))
 	}
 	p("Memory    %s total, %s available; bandwidth %s", fmtBytes(float64(m.TotalBytes)), fmtBytes(float64(m.AvailableBytes)), bw)
 	if len(r.Disks) == 0 {
@@ -139,7 +143,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 		p("Temp      %s %s: %.1f °C", t.Source, t.Label, t.Celsius)
 	}
 	p("")
-	p("Models (decode is memory-bound: tokens/s ≈ bandwidth / weight bytes, an upper bound)")
+	p("Models (decode is memory-bound: tokens/s ≈ read bandwidth / weight bytes, an upper bound)")
 	for _, f := range r.Models {
 		fit := "does not fit"
 		if f.Fits {
