@@ -32,7 +32,9 @@ func WithNoSync() Option { return func(n *Node) { n.noSync = true } }
 
 // WithPolicy adds a check run before this node countersigns a proposal, after
 // the community rules (default none). Returning an error refuses; the
-// counterparty sees its text. Example: a spending cap per request.
+// counterparty sees its text. Example: a spending cap per request. It runs
+// with the node's write lock held: it must be quick and must not call the
+// Node.
 func WithPolicy(p func(*Proposal) error) Option { return func(n *Node) { n.policy = p } }
 
 // WithForkHandler sets a function called (without locks held) with every
@@ -131,6 +133,7 @@ type Terms struct {
 // completed or expired past the grace period. n.mu must be held.
 func (n *Node) pendingLocked() (*Proposal, error) {
 	var p *Proposal
+	completed := false
 	err := n.db.View(func(btx *bolt.Tx) error {
 		raw := btx.Bucket(bPending).Get(keyOut)
 		if raw == nil {
@@ -142,18 +145,17 @@ func (n *Node) pendingLocked() (*Proposal, error) {
 			return fmt.Errorf("%w: pending proposal: %w", ErrCorrupt, err)
 		}
 		id := p.Body.ID()
-		if btx.Bucket(bTx).Get(id[:]) != nil {
-			p = nil // completed (e.g. learnt by sync)
-		}
+		completed = btx.Bucket(bTx).Get(id[:]) != nil // e.g. learnt by sync
 		return nil
 	})
-	if err != nil || p == nil {
-		if err == nil {
-			err = n.clearPendingLocked()
-		}
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if n.now().After(p.Body.Expires.Add(n.rules.grace())) {
+	case p == nil:
+		return nil, nil
+	case completed:
+		return nil, n.clearPendingLocked()
+	case n.now().After(p.Body.Expires.Add(n.rules.grace())):
 		n.log.Info("ledger: outstanding proposal expired", "tx", p.Body.ID().String()[:8], "counterparty", p.Body.Counterparty(n.id).Short())
 		return nil, n.clearPendingLocked()
 	}

@@ -164,10 +164,11 @@ func decodeRemoteError(b []byte) error {
 // writes return. The returned stop function must be called.
 func watchStream(ctx context.Context, rw io.ReadWriter) (stop func()) {
 	type deadliner interface{ SetDeadline(time.Time) error }
-	if d, ok := rw.(deadliner); ok {
-		if dl, ok := ctx.Deadline(); ok {
-			_ = d.SetDeadline(dl)
-		}
+	d, hasDeadline := rw.(deadliner)
+	if dl, ok := ctx.Deadline(); ok && hasDeadline {
+		_ = d.SetDeadline(dl)
+	} else {
+		hasDeadline = false
 	}
 	done := make(chan struct{})
 	go func() {
@@ -179,5 +180,10 @@ func watchStream(ctx context.Context, rw io.ReadWriter) (stop func()) {
 		case <-done:
 		}
 	}()
-	return func() { close(done) }
+	return func() {
+		close(done)
+		if hasDeadline {
+			_ = d.SetDeadline(time.Time{})
+		}
+	}
 }

@@ -15,7 +15,7 @@ $(LEDGER_NPM)/node_modules/jsonld/package.json:
 	cd $(LEDGER_NPM) && npm install --no-audit --no-fund --silent --prefix . jsonld@$(LEDGER_JSONLD_VERSION)
 
 bench-ledger: ## ledger benchmarks: appends/s, countersigned tx/s, sync entries/s, chain verification
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./ledger/
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./ledger/
 
 fuzz-ledger: ## run every ledger fuzz target for 15s each
 	for f in FuzzDecodeTx FuzzDecodeEntry FuzzDecodeProposal FuzzDecodeFork FuzzSyncMessage FuzzSyncStream FuzzCountersignStream; do \
