@@ -10,8 +10,8 @@ bench-provisioning: ## flash throughput (file, loop device) vs dd and dd+sha256s
 	$(GO) test -run '^$$' -bench 'Flash' -benchtime 1x ./provisioning/flash
 	$(GO) test -run '^$$' -bench 'BandwidthProbe' -benchtime 10x ./hwtest
 
-fuzz-provisioning: ## fuzz manifest, invite, PSK and hwtest report decoders for 15 s each
-	for f in FuzzManifest FuzzInvite FuzzParsePSK; do \
+fuzz-provisioning: ## fuzz manifest, invite, PSK, steward key file and hwtest report decoders for 15 s each
+	for f in FuzzManifest FuzzInvite FuzzParsePSK FuzzOpenStewardKey; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s ./provisioning || exit 1; \
 	done
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime 15s ./hwtest
