@@ -219,3 +219,32 @@ func TestUplinkOptions(t *testing.T) {
 	defer n.Close()
 	waitFor(t, 20*time.Second, "the uplink node to join", func() bool { _, ok := upSet(a)[n.ID()]; return ok })
 }
+
+// TestPubsubWatchdog: a member that announced but is no longer on the
+// announcement topic (what go-libp2p-pubsub #128/#419 does after a stale
+// duplicate connection closes) gets its connections reset and redialled.
+func TestPubsubWatchdog(t *testing.T) {
+	old := watchdogAfter
+	watchdogAfter = time.Second
+	defer func() { watchdogAfter = old }()
+	a := loopNode(t, 1, psk(7))
+	b := loopNode(t, 2, psk(7), a)
+	if err := b.Announce(Announcement{Name: "bee"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "A to have B's announcement", func() bool { return upSet(a)[b.ID()].Announcement != nil })
+	sub := a.Subscribe(64)
+	defer sub.Close()
+	b.sub.Cancel() // B leaves the topic while staying connected
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case e := <-sub.C:
+			if e.Kind == EventMember && e.Member.ID == b.ID() && e.Member.State == StateSuspect {
+				return // A reset the connection
+			}
+		case <-deadline:
+			t.Fatal("A never reset its connection to B, which left the topic")
+		}
+	}
+}

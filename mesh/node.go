@@ -50,11 +50,14 @@ const (
 	maxBackoff      = 8 * time.Second
 	downRedial      = 30 * time.Second
 	upgradeInterval = 5 * time.Second
-	watchdogAfter   = 15 * time.Second // connected but absent from the topic this long -> reset
 	syncLimit       = 4096             // announcements per sync response
 	syncTimeout     = 10 * time.Second
 	forgetAfter     = 24 * time.Hour // down members are forgotten after this
 )
+
+// watchdogAfter: a member connected this long but absent from the
+// announcement topic gets its connections reset (a var for tests).
+var watchdogAfter = 15 * time.Second
 
 // Node is one member of the community mesh: a libp2p host under the
 // community PSK with discovery, liveness, announcements and membership.
