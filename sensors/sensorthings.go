@@ -116,7 +116,11 @@ func (s *Service) stRoute(base, path string, q url.Values) (any, int, error) {
 		if len(items) > top {
 			items = items[:top]
 		}
-		return jobj{"@iot.count": n, "value": items}
+		out := jobj{"@iot.count": n, "value": items}
+		if skip+top < n {
+			out["@iot.nextLink"] = nextLink(base+"/"+path, q, top, skip)
+		}
+		return out
 	}
 	one := func(items []jobj) (any, int, error) {
 		for _, it := range items {
@@ -180,7 +184,11 @@ func (s *Service) stRoute(base, path string, q url.Values) (any, int, error) {
 		case "":
 			return ds, 200, nil
 		case "Observations":
-			return s.stObservations(base, id, q, top, skip)
+			v, st, err := s.stObservations(base, id, q, top, skip)
+			if err == nil && len(v.(jobj)["value"].([]jobj)) == top && top > 0 {
+				v.(jobj)["@iot.nextLink"] = nextLink(base+"/"+path, q, top, skip)
+			}
+			return v, st, err
 		case "Sensor":
 			name = "Sensors"
 			id = sensorID
@@ -211,6 +219,16 @@ func (s *Service) stRoute(base, path string, q url.Values) (any, int, error) {
 		return nil, 400, fmt.Errorf("list observations through a datastream: Datastreams('<id>')/Observations")
 	}
 	return nil, 404, fmt.Errorf("path %q: %w", path, errNotFound)
+}
+
+func nextLink(path string, q url.Values, top, skip int) string {
+	n := url.Values{}
+	for k, v := range q {
+		n[k] = v
+	}
+	n.Set("$top", strconv.Itoa(top))
+	n.Set("$skip", strconv.Itoa(skip+top))
+	return path + "?" + n.Encode()
 }
 
 func pageParams(q url.Values) (top, skip int, err error) {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/univrs/hypha/sensors/drivers"
 	"github.com/univrs/hypha/sensors/obs"
+	"github.com/univrs/hypha/sensors/store"
 )
 
 // syncBuf is a goroutine-safe log sink.
@@ -172,6 +173,9 @@ func TestSimulatedNodeEndToEnd(t *testing.T) {
 	vals, _ := obsList["value"].([]any)
 	if code != 200 || len(vals) == 0 {
 		t.Fatalf("observations %d %v", code, obsList)
+	}
+	if next, _ := obsList["@iot.nextLink"].(string); len(vals) == 2 && !strings.Contains(next, "%24skip=2") {
+		t.Errorf("nextLink %q", next)
 	}
 	first := vals[0].(map[string]any)
 	if first["parameters"].(map[string]any)["simulated"] != true {
@@ -406,5 +410,29 @@ func TestSensorThingsRejectsWrites(t *testing.T) {
 	}
 	if s.Status().Sensors[0].State != StateStarting {
 		t.Fatal(s.Status().Sensors[0])
+	}
+}
+
+// TestCancelFlushesToStore: after Run returns (SIGTERM in hyphad), every
+// reading taken is in the store file.
+func TestCancelFlushesToStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	cfg := Config{Thing: obs.Thing{Name: "n", Where: obs.Place{Latitude: 10, Longitude: 10}}, Sensors: []obs.SensorConfig{
+		{ID: "sim-air", Driver: "sim", Measures: "air", Interval: obs.Duration(time.Second)},
+	}}
+	s, stop := startService(t, cfg, Options{StorePath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	waitFor(t, "a reading", func() bool { return len(s.Snapshot()) == 3 })
+	snap := s.Snapshot()
+	stop() // cancel well before the writer's 1 s tick
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, o := range snap {
+		l, err := st.Latest(o.Stream)
+		if err != nil || !l.Time.Equal(o.Time) || l.Value != o.Value || !l.Simulated {
+			t.Errorf("%s: stored %+v %v, snapshot %+v", o.Stream, l, err, o)
+		}
 	}
 }
