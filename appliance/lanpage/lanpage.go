@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/univrs/hypha/appliance/lanpage/chart"
 )
@@ -854,11 +855,18 @@ func (p *page) funcs() template.FuncMap {
 	}
 }
 
+// shortID shortens a peer ID, key or hash for display, keeping a scheme
+// prefix ("sha256:", "ed25519:") whole: "12D3KooW…dA1xBz", "sha256:3f9a0c…c1b9d0".
 func shortID(id string) string {
-	if len(id) <= 16 {
-		return id
+	prefix := ""
+	if i := strings.IndexByte(id, ':'); i > 0 && i < 12 {
+		prefix, id = id[:i+1], id[i+1:]
 	}
-	return id[:8] + "…" + id[len(id)-6:]
+	if utf8.RuneCountInString(id) <= 16 {
+		return prefix + id
+	}
+	r := []rune(id)
+	return prefix + string(r[:8]) + "…" + string(r[len(r)-6:])
 }
 
 func humanDur(d time.Duration) string {

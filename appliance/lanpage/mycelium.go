@@ -27,15 +27,12 @@ type myNode struct {
 
 const myW, myH = 800.0, 540.0
 
-func hash64(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return h.Sum64()
-}
-
 // unit returns a deterministic number in [0,1) from s and salt.
 func unit(s string, salt int) float64 {
-	return float64(hash64(fmt.Sprintf("%s#%d", s, salt))%10000) / 10000
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	h.Write([]byte{'#', byte(salt), byte(salt >> 8), byte(salt >> 16), byte(salt >> 24)})
+	return float64(h.Sum64()%10000) / 10000
 }
 
 func renderMycelium(self NodeInfo, m Mesh) template.HTML {
@@ -108,14 +105,20 @@ func renderMycelium(self NodeInfo, m Mesh) template.HTML {
 
 	// Side branches: fine hyphae exploring the soil around each node.
 	b.WriteString(`<g class="myc-branches" aria-hidden="true">`)
+	// A crowded mesh gets sparser branches, to keep the picture (and each
+	// live update) small on a phone.
+	depth, spare := 3, 5
+	if len(nodes) > 12 {
+		depth, spare = 2, 2
+	}
 	for _, nd := range nodes {
-		k := 5 + int(unit(nd.id, 3)*5)
+		k := spare + int(unit(nd.id, 3)*5)
 		if nd.self {
 			k += 4
 		}
 		for i := 0; i < k; i++ {
 			a := 2*math.Pi*float64(i)/float64(k) + unit(nd.id, 10+i)*0.9
-			branch(&b, nd.id, i, nd.x, nd.y, a, 34+unit(nd.id, 30+i)*40, 3, nd.state == PeerDown)
+			branch(&b, nd.id, i, nd.x, nd.y, a, 34+unit(nd.id, 30+i)*40, depth, nd.state == PeerDown)
 		}
 	}
 	b.WriteString(`</g>`)

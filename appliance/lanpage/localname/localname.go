@@ -34,8 +34,26 @@ var (
 	groupV6 = netip.MustParseAddr("ff02::fb")
 )
 
-// ErrBadQuery is wrapped by Answer for a packet that is not a DNS message.
-var ErrBadQuery = errors.New("localname: bad mDNS packet")
+// Errors: ErrBadQuery is wrapped by Answer for a packet that is not a DNS
+// message; ErrBadName for a node name that is not a DNS label.
+var (
+	ErrBadQuery = errors.New("localname: bad mDNS packet")
+	ErrBadName  = errors.New("localname: node name is not a DNS label")
+)
+
+// checkName accepts a DNS label of 1 to 63 letters, digits and hyphens.
+func checkName(name string) error {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
+		return fmt.Errorf("%w: %q", ErrBadName, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i] | 0x20
+		if !(c >= 'a' && c <= 'z' || name[i] >= '0' && name[i] <= '9' || name[i] == '-') {
+			return fmt.Errorf("%w: %q", ErrBadName, name)
+		}
+	}
+	return nil
+}
 
 // Responder answers mDNS queries for Name() + ".local". The zero value is not
 // usable: set Name. Fields must not change after ListenAndServe or Serve is
@@ -75,6 +93,9 @@ func (r *Responder) ttl() time.Duration {
 // TTL at most 10 s). It returns nil when there is nothing to answer, and
 // unicast when the querier asked for a unicast response (the QU bit).
 func Answer(name string, addrs []netip.Addr, query []byte, legacy bool, ttl time.Duration) (resp []byte, unicast bool, err error) {
+	if err := checkName(name); err != nil {
+		return nil, false, err
+	}
 	var p dnsmessage.Parser
 	h, err := p.Start(query)
 	if err != nil {
@@ -202,6 +223,32 @@ func Answer(name string, addrs []netip.Addr, query []byte, legacy bool, ttl time
 		return nil, false, fmt.Errorf("localname: build response: %w", err)
 	}
 	return resp, unicast || legacy, nil
+}
+
+// Announcement builds an unsolicited response announcing name's addresses
+// (RFC 6762 §8.3), or, with ttl 0, the goodbye that tells caches to forget
+// them (§10.1). It returns nil when addrs is empty.
+func Announcement(name string, addrs []netip.Addr, ttl time.Duration) ([]byte, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, nil
+	}
+	// An ANY question of our own, answered as a multicast response.
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{})
+	b.StartQuestions()
+	qn, err := dnsmessage.NewName(strings.ToLower(name) + ".local.")
+	if err != nil {
+		return nil, fmt.Errorf("localname: name %q: %w", name, err)
+	}
+	b.Question(dnsmessage.Question{Name: qn, Type: dnsmessage.TypeALL, Class: dnsmessage.ClassINET})
+	q, err := b.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("localname: announce: %w", err)
+	}
+	resp, _, err := Answer(name, addrs, q, false, ttl)
+	return resp, err
 }
 
 // InterfaceAddrs returns the addresses of interface ifIndex, or of every up
@@ -373,14 +420,59 @@ func (r *Responder) ListenAndServe(ctx context.Context) error {
 		wg.Wait()
 	}()
 
+	// Announce on every multicast interface: now, again after a second
+	// (RFC 6762 §8.3), and whenever the name changes; say goodbye on the way out.
+	announce := func(name string, ttl time.Duration) {
+		ifs, _ := net.Interfaces()
+		for _, ifi := range ifs {
+			if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 || !joined[fmt.Sprintf("4/%d", ifi.Index)] {
+				continue
+			}
+			msg, err := Announcement(name, r.addrs(ifi.Index), ttl)
+			if err != nil || msg == nil {
+				continue
+			}
+			if err := p4.SetMulticastInterface(&ifi); err == nil {
+				p4.WriteTo(msg, nil, &net.UDPAddr{IP: groupV4.AsSlice(), Port: Port})
+			}
+			if p6 != nil && joined[fmt.Sprintf("6/%d", ifi.Index)] {
+				p6.WriteTo(msg, &ipv6.ControlMessage{IfIndex: ifi.Index}, &net.UDPAddr{IP: groupV6.AsSlice(), Port: Port, Zone: ifi.Name})
+			}
+		}
+	}
+	name := r.Name()
+	if name != "" {
+		announce(name, r.ttl())
+	}
+	again := time.NewTimer(time.Second)
+	defer again.Stop()
+	defer func() {
+		if name != "" {
+			announce(name, 0)
+		}
+	}()
+
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-again.C:
+			if name != "" {
+				announce(name, r.ttl())
+			}
 		case <-tick.C:
 			join()
+			if n := r.Name(); n != name {
+				if name != "" {
+					announce(name, 0)
+				}
+				name = n
+				if name != "" {
+					announce(name, r.ttl())
+				}
+			}
 		case pk := <-pkts:
 			resp, unicast, err := r.answer(pk)
 			if err != nil || resp == nil {

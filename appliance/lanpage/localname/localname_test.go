@@ -328,6 +328,49 @@ func TestMulticastInNetns(t *testing.T) {
 		run(t, c...)
 	}
 
+	// A full mDNS peer in nsB, listening on 5353 in the group before the
+	// responder starts, so it hears the announcements.
+	var pc *ipv4.PacketConn
+	var lconn net.PacketConn
+	inNS(t, hB, func() {
+		lc := net.ListenConfig{Control: reuse}
+		c, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:5353")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ifi, err := net.InterfaceByName(vb)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		lconn, pc = c, ipv4.NewPacketConn(c)
+		if err := pc.JoinGroup(ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251)}); err != nil {
+			t.Error(err)
+		}
+		pc.SetMulticastInterface(ifi)
+	})
+	if pc == nil {
+		t.FailNow()
+	}
+	defer lconn.Close()
+	// next reads the next mDNS message not sent by nsB itself.
+	next := func(within time.Duration) (parsed, bool) {
+		buf := make([]byte, 1500)
+		deadline := time.Now().Add(within)
+		for {
+			lconn.SetReadDeadline(deadline)
+			n, _, src, err := pc.ReadFrom(buf)
+			if err != nil {
+				return parsed{}, false
+			}
+			if src.(*net.UDPAddr).IP.Equal(net.IPv4(10, 77, 0, 2)) {
+				continue // our own query, looped back
+			}
+			return parse(t, buf[:n]), true
+		}
+	}
+
 	// The responder: its whole serve loop runs on a thread in nsA.
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -364,6 +407,17 @@ func TestMulticastInNetns(t *testing.T) {
 	want := []netip.Addr{netip.MustParseAddr("10.77.0.1")}
 	wantExtra := []netip.Addr{netip.MustParseAddr("fd00:77::1")}
 
+	// 0. Unsolicited announcements: two, about a second apart, with both families.
+	for i := 0; i < 2; i++ {
+		a, ok := next(4 * time.Second)
+		if !ok {
+			t.Fatalf("announcement %d not heard", i+1)
+		}
+		if a.hdr.ID != 0 || !a.flush || a.ttl != 120 || !slices.Contains(a.answers, want[0]) || !slices.Contains(a.answers, wantExtra[0]) {
+			t.Errorf("announcement %d: %+v", i+1, a)
+		}
+	}
+
 	// 1. One-shot query from an ephemeral port: unicast answer to it.
 	var oneShot parsed
 	inNS(t, hB, func() {
@@ -390,47 +444,44 @@ func TestMulticastInNetns(t *testing.T) {
 		t.Errorf("one-shot answer: ID %#x answers %v extra %v; want ID 0x1234, %v, %v", oneShot.hdr.ID, oneShot.answers, oneShot.extra, want, wantExtra)
 	}
 
-	// 2. A full mDNS querier on port 5353 in the group: multicast answer.
+	// 2. The mDNS peer on port 5353 asks: multicast answer.
 	var multi parsed
-	inNS(t, hB, func() {
-		lc := net.ListenConfig{Control: reuse}
-		c, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:5353")
-		if err != nil {
-			t.Error(err)
-			return
+	for i := 0; i < 10; i++ {
+		pc.WriteTo(query(t, 0, "riverbend-1.local.", dnsmessage.TypeAAAA, false), nil, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: Port})
+		if m, ok := next(500 * time.Millisecond); ok {
+			multi = m
+			break
 		}
-		defer c.Close()
-		pc := ipv4.NewPacketConn(c)
-		ifi, err := net.InterfaceByName(vb)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := pc.JoinGroup(ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251)}); err != nil {
-			t.Error(err)
-			return
-		}
-		pc.SetMulticastInterface(ifi)
-		buf := make([]byte, 1500)
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			pc.WriteTo(query(t, 0, "riverbend-1.local.", dnsmessage.TypeAAAA, false), nil, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: Port})
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			for {
-				n, _, src, err := pc.ReadFrom(buf)
-				if err != nil {
-					break
-				}
-				if src.(*net.UDPAddr).IP.Equal(net.IPv4(10, 77, 0, 2)) {
-					continue // our own query, looped back
-				}
-				multi = parse(t, buf[:n])
-				return
-			}
-		}
-		t.Error("no multicast answer within 5 s")
-	})
+	}
 	if multi.hdr.ID != 0 || !multi.flush || !slices.Equal(global(multi.answers), wantExtra) || !slices.Equal(multi.extra, want) {
 		t.Errorf("multicast answer: ID %d flush %v answers %v extra %v; want ID 0, cache-flush, %v, %v", multi.hdr.ID, multi.flush, multi.answers, multi.extra, wantExtra, want)
+	}
+
+	// 3. On shutdown, a goodbye (TTL 0) so caches forget the name at once.
+	cancel()
+	bye, ok := next(3 * time.Second)
+	if !ok || bye.ttl != 0 || !slices.Contains(bye.answers, want[0]) {
+		t.Errorf("goodbye: heard %v, %+v; want TTL 0 for %v", ok, bye, want)
+	}
+}
+
+func TestAnnouncement(t *testing.T) {
+	msg, err := Announcement("riverbend-1", addrs, 120*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parse(t, msg)
+	if p.hdr.ID != 0 || !p.hdr.Response || p.questions != 0 || !p.flush || p.ttl != 120 || len(p.answers) != 3 {
+		t.Errorf("announcement %+v", p)
+	}
+	bye, _ := Announcement("riverbend-1", addrs, 0)
+	if p := parse(t, bye); p.ttl != 0 || len(p.answers) != 3 {
+		t.Errorf("goodbye %+v", p)
+	}
+	if m, err := Announcement("riverbend-1", nil, time.Minute); m != nil || err != nil {
+		t.Errorf("no addresses: %x %v", m, err)
+	}
+	if _, err := Announcement("bad name with spaces and a very long tail that exceeds the sixty-three octet limit of a label", addrs, time.Minute); err == nil {
+		t.Error("a name longer than a DNS label was accepted")
 	}
 }
