@@ -357,3 +357,32 @@ func TestPayAndServeCountersignOverTCP(t *testing.T) {
 	}
 	<-served
 }
+
+func TestCompleteRejectsABadCountersignature(t *testing.T) {
+	clk := newClock()
+	a, b := newNode(t, testRules(), clk), newNode(t, testRules(), clk)
+	hb, _ := b.Head(b.ID())
+	p, err := a.Propose(Terms{Payer: a.ID(), Payee: b.ID(), Amount: 10}, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.Countersign(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := *tx
+	forged.PayeeSig = append([]byte(nil), tx.PayeeSig...)
+	forged.PayeeSig[0] ^= 1
+	if err := a.Complete(&forged); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("Complete with a bad countersignature: %v, want ErrBadSignature", err)
+	}
+	if got := balance(t, a, a.ID()); got != 0 {
+		t.Fatalf("balance changed to %d", got)
+	}
+	if err := a.Complete(tx); err != nil {
+		t.Fatal(err)
+	}
+	if got := balance(t, a, a.ID()); got != -10 {
+		t.Fatalf("balance %d after completing, want -10", got)
+	}
+}

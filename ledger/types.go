@@ -358,3 +358,14 @@ func (b *Body) Sign(key ed25519.PrivateKey) []byte {
 func MemberOfKey(key ed25519.PrivateKey) MemberID {
 	return MemberOf(key.Public().(ed25519.PublicKey))
 }
+
+// sigOf returns m's signature on the transaction (nil if m is no party).
+func (t *Tx) sigOf(m MemberID) []byte {
+	switch m {
+	case t.Body.Payer:
+		return t.PayerSig
+	case t.Body.Payee:
+		return t.PayeeSig
+	}
+	return nil
+}
