@@ -15,3 +15,4 @@ fuzz-sensors: ## sensors: run every fuzz target for 15 s
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcStat$$' -fuzztime 15s ./sensors/energy
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTimeFilter$$' -fuzztime 15s ./sensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeriesQuery$$' -fuzztime 15s ./sensors
+	$(GO) test -run '^$$' -fuzz '^FuzzSensorThingsPath$$' -fuzztime 15s ./sensors

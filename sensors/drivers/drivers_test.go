@@ -373,6 +373,23 @@ func TestINA219(t *testing.T) {
 	}
 }
 
+func TestINA219ReverseCurrent(t *testing.T) {
+	ops := append(append([]i2ctest.IO{}, ina219Init...), ina219Read(0x2ee0, 0x908a, 0x3000, 0x2c66)...)
+	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
+	dev, err := Open(cfgFor(t, "ina219", func(s *obs.SensorConfig) { s.Measures = "battery"; s.ReverseCurrent = true }), envWith(bus))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	vals, err := dev.Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, a := valueOf(t, vals, obs.BatteryPower), valueOf(t, vals, obs.BatteryCurrent); !near(w, -22.2, 0.01) || !near(a, -1.2, 1e-4) {
+		t.Errorf("reversed: %v W %v A", w, a)
+	}
+}
+
 // ---- ADS1115 soil moisture ----
 
 func TestADS1115SoilMoisture(t *testing.T) {

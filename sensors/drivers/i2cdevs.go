@@ -83,6 +83,7 @@ type ina struct {
 	closer
 	dev      *ina219.Dev
 	measures string
+	reverse  bool
 }
 
 func openINA219(cfg obs.SensorConfig, env Env) (Device, error) {
@@ -99,7 +100,7 @@ func openINA219(cfg obs.SensorConfig, env Env) (Device, error) {
 		_ = bus.Close()
 		return nil, fmt.Errorf("open ina219 at %s: %w", cfg.Address, err)
 	}
-	d := &ina{dev: dev, measures: cfg.Measures}
+	d := &ina{dev: dev, measures: cfg.Measures, reverse: cfg.ReverseCurrent}
 	d.fn = bus.Close
 	return d, nil
 }
@@ -119,6 +120,9 @@ func (d *ina) Read(ctx context.Context) ([]obs.Value, error) {
 	w := float64(pm.Power) / float64(physic.Watt)
 	if a < 0 {
 		w = -w
+	}
+	if d.reverse {
+		a, w = -a, -w
 	}
 	if err := inRange("bus voltage", v, 0, 32, "V"); err != nil {
 		return nil, fmt.Errorf("read ina219: %w", err)

@@ -78,6 +78,9 @@ type SensorConfig struct {
 	// ShuntOhms and MaxAmps calibrate an INA219 (defaults 0.1 Ω, 3.2 A).
 	ShuntOhms float64 `json:"shunt_ohms,omitempty"`
 	MaxAmps   float64 `json:"max_amps,omitempty"`
+	// ReverseCurrent negates an INA219's current and power, for a shunt
+	// wired the other way round (a battery must read + when charging).
+	ReverseCurrent bool `json:"reverse_current,omitempty"`
 	// Channel of an ADS1x15 (0..3, single-ended) and the full-scale voltage
 	// the probe can reach (default 3.3 V).
 	Channel        int     `json:"channel,omitempty"`

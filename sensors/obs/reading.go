@@ -26,7 +26,6 @@ type Observation struct {
 	Unit      string    `json:"unit"` // UCUM code, e.g. "Cel", "W", "%"
 	Time      time.Time `json:"time"`
 	Simulated bool      `json:"simulated"`
-	Estimated bool      `json:"estimated,omitempty"`
 }
 
 // StreamID returns the stream id of a sensor's quantity.

@@ -39,6 +39,10 @@ type Model struct {
 	hasPrev bool            // guarded by mu: prev is valid
 }
 
+// MaxSpan is the longest stretch the model integrates in one go; beyond
+// it the state restarts two days before the requested time.
+const MaxSpan = 400 * 24 * time.Hour
+
 // maxMarks bounds the daily checkpoints kept for queries back in time.
 const maxMarks = 800
 
@@ -272,6 +276,14 @@ func (m *Model) stateAt(t time.Time) state {
 	}
 	if m.marks == nil {
 		m.marks = map[int64]state{}
+	}
+	if target.Sub(m.cur) > MaxSpan {
+		// The clock jumped (a Pi without RTC boots in 1970, then NTP sets
+		// it): restart two days before target instead of integrating decades.
+		m.cur = target.Truncate(24 * time.Hour).Add(-48 * time.Hour)
+		m.st = state{batteryWh: 0.6 * m.cfg.BatteryWh, soil: 25}
+		m.hasPrev = false
+		clear(m.marks)
 	}
 	for m.cur.Before(target) {
 		m.cur = m.cur.Add(Step)

@@ -188,3 +188,17 @@ func BenchmarkValues(b *testing.B) {
 		}
 	}
 }
+
+func TestClockJumpDoesNotIntegrateDecades(t *testing.T) {
+	m := model(1, 45, 7, time.Unix(0, 0)) // a Pi that booted in 1970
+	start := time.Now()
+	soc, _, _ := m.Battery(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	if time.Since(start) > 2*time.Second || soc < 10 || soc > 100 {
+		t.Fatalf("soc %v after %v", soc, time.Since(start))
+	}
+	// Deterministic: a fresh model asked the same gives the same.
+	m2 := model(1, 45, 7, time.Unix(0, 0))
+	if soc2, _, _ := m2.Battery(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)); soc2 != soc {
+		t.Fatalf("%v != %v", soc2, soc)
+	}
+}
