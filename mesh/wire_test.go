@@ -217,6 +217,13 @@ func FuzzDecodeDigest(f *testing.F) {
 	f.Add(d)
 	f.Add([]byte(`{"v":1,"have":[]}`))
 	f.Add([]byte(`{"v":1,"have":[{"o":"","hi":18446744073709551615}]}`))
+	// A responder's store (read-only below): 20 announcements, window 16.
+	st := newStore(16)
+	sk, _ := testKey(f, 1)
+	for seq := uint64(1); seq <= 20; seq++ {
+		s, _ := sealAnnouncement(testAnnouncement(id, 1, seq), sk)
+		st.add(s)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := decodeDigest(b)
 		if err != nil {
@@ -234,12 +241,6 @@ func FuzzDecodeDigest(f *testing.F) {
 			}
 		}
 		// The responder must cope with any accepted digest.
-		st := newStore(16)
-		sk, id := testKey(t, 1)
-		for seq := uint64(1); seq <= 20; seq++ {
-			s, _ := sealAnnouncement(testAnnouncement(id, 1, seq), sk)
-			st.add(s)
-		}
 		if got := st.missing(d, 100); len(got) > 16 {
 			t.Fatalf("missing returned %d, store holds at most 16", len(got))
 		}
