@@ -4,6 +4,7 @@
 bench-sensors: ## sensors: store write rate, chart query latency, size per stream-year
 	$(GO) test -run '^$$' -bench 'Write' -benchtime 200x ./sensors/store
 	$(GO) test -run '^$$' -bench 'Series' -benchtime 20x ./sensors/store
+	$(GO) test -run '^$$' -bench 'VsRawScan' -benchtime 10x ./sensors/store
 	$(GO) test -run '^$$' -bench 'StoreSize' -benchtime 1x ./sensors/store
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./sensors/sim
 

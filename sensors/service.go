@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/univrs/hypha/sensors/drivers"
@@ -165,6 +166,8 @@ type Service struct {
 	dropped  uint64                     // guarded by mu
 	storeErr string                     // guarded by mu
 
+	running atomic.Bool
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -267,6 +270,9 @@ func (s *Service) Config() Config { return s.cfg }
 // Run samples every enabled sensor until ctx is cancelled, then flushes
 // pending readings to the store. It returns nil on cancellation.
 func (s *Service) Run(ctx context.Context) error {
+	if s.running.Swap(true) {
+		return errors.New("sensors: Run called twice")
+	}
 	if s.needsI2C() {
 		if err := drivers.HostInit(); err != nil {
 			s.log.Warn("periph host init failed; bus sensors will report it", "err", err)

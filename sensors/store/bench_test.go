@@ -40,8 +40,12 @@ func BenchmarkWrite(b *testing.B) {
 // yearStore writes a year of one-minute samples of one stream, pruning
 // daily like the sampler does, and returns the store at the year's end.
 func yearStore(tb testing.TB, streams int) (*Store, time.Time) {
+	return yearStoreRaw(tb, streams, 0)
+}
+
+func yearStoreRaw(tb testing.TB, streams int, raw time.Duration) (*Store, time.Time) {
 	end := t0.AddDate(1, 0, 0)
-	s, err := Open(filepath.Join(tb.TempDir(), "y.db"), Options{NoSync: true, Now: func() time.Time { return end }})
+	s, err := Open(filepath.Join(tb.TempDir(), "y.db"), Options{NoSync: true, Raw: raw, Now: func() time.Time { return end }})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -113,4 +117,40 @@ func BenchmarkStoreSizePerSensorYear(b *testing.B) {
 		b.ReportMetric(float64(size)/streams, "bytes/stream-year")
 		b.ReportMetric(float64(size)/(1<<20), "MiB-file")
 	}
+}
+
+// BenchmarkYearChartVsRawScan compares the daily chart of a year answered
+// from daily aggregates with the reference answer computed by scanning
+// every raw sample (a store that kept raw data for the whole year), and
+// reports the speed-up.
+func BenchmarkYearChartVsRawScan(b *testing.B) {
+	s, end := yearStoreRaw(b, 1, 400*24*time.Hour)
+	defer s.Close()
+	from := end.AddDate(-1, 0, 0)
+	run := func(li int) (time.Duration, Series) {
+		start := time.Now()
+		ser, err := s.seriesAt(li, "s00.air_temperature", from, end, 24*time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start), ser
+	}
+	var agg, raw time.Duration
+	for b.Loop() {
+		da, sa := run(3)
+		dr, sr := run(0)
+		agg += da
+		raw += dr
+		if len(sa.Points) != 365 || len(sr.Points) != 365 {
+			b.Fatalf("points %d / %d", len(sa.Points), len(sr.Points))
+		}
+		for i := range sa.Points {
+			if sa.Points[i].Count != sr.Points[i].Count || math.Abs(sa.Points[i].Mean-sr.Points[i].Mean) > 1e-9 {
+				b.Fatalf("day %d: aggregate %+v, raw scan %+v", i, sa.Points[i], sr.Points[i])
+			}
+		}
+	}
+	b.ReportMetric(float64(agg.Microseconds())/float64(b.N), "µs-aggregates")
+	b.ReportMetric(float64(raw.Microseconds())/float64(b.N), "µs-raw-scan")
+	b.ReportMetric(float64(raw)/float64(agg), "speedup")
 }

@@ -478,6 +478,11 @@ func (s *Store) Series(stream string, from, to time.Time, step time.Duration) (S
 	for li < len(s.levels)-1 && s.levels[li].keep != 0 && from.Before(now.Add(-s.levels[li].keep)) {
 		li++
 	}
+	return s.seriesAt(li, stream, from, to, step)
+}
+
+// seriesAt answers a series from stored level li (0 = raw).
+func (s *Store) seriesAt(li int, stream string, from, to time.Time, step time.Duration) (Series, error) {
 	l := s.levels[li]
 	out := Series{Stream: stream, Resolution: l.width, Step: step}
 	err := s.db.View(func(tx *bolt.Tx) error {
