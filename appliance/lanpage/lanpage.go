@@ -31,6 +31,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -188,6 +189,14 @@ type page struct {
 	mux    http.Handler
 	// streams counts open SSE streams.
 	streams atomic.Int32
+
+	liveMu sync.Mutex
+	live   map[string]liveModel // view?window -> recent model; guarded by liveMu
+}
+
+type liveModel struct {
+	at time.Time
+	m  any
 }
 
 // New returns the LAN page handler. It serves:
@@ -213,7 +222,7 @@ func New(src Sources, opts ...Option) (http.Handler, error) {
 			return nil, fmt.Errorf("lanpage: %w", err)
 		}
 	}
-	p := &page{src: src, cfg: cfg, views: map[string]*template.Template{}}
+	p := &page{src: src, cfg: cfg, views: map[string]*template.Template{}, live: map[string]liveModel{}}
 	p.auth = newAuth(cfg.hash, cfg.sessionTTL, cfg.loginLimit, cfg.loginWindow, cfg.now, cfg.secure)
 	if err := p.parseTemplates(); err != nil {
 		return nil, fmt.Errorf("lanpage: templates: %w", err)
@@ -717,13 +726,30 @@ func (p *page) jsonError(w http.ResponseWriter, status int, err error) {
 }
 
 // liveHTML renders the live region of view v.
+// The model is shared by all streams of the same view for half an update
+// interval, so that many open pages do not multiply the calls to the
+// sources; the HTML is per visitor (it carries the visitor's XSRF token).
 func (p *page) liveHTML(ctx context.Context, v string, r *http.Request) ([]byte, error) {
-	m, err := p.model(ctx, v, r)
-	if err != nil {
-		return nil, err
+	key := v + "?" + r.URL.Query().Get("window")
+	now := p.cfg.now()
+	p.liveMu.Lock()
+	c, ok := p.live[key]
+	p.liveMu.Unlock()
+	m := c.m
+	if !ok || now.Sub(c.at) >= p.cfg.interval/2 || now.Before(c.at) {
+		var err error
+		if m, err = p.model(ctx, v, r); err != nil {
+			return nil, err
+		}
+		p.liveMu.Lock()
+		p.live[key] = liveModel{at: now, m: m}
+		p.liveMu.Unlock()
 	}
 	n, nerr := p.node(ctx)
-	d := pageData{View: v, Node: n, NodeError: nerr, Now: p.cfg.now(), M: m, StewardEnabled: p.auth.hash != nil, Steward: p.auth.steward(r)}
+	d := pageData{View: v, Node: n, NodeError: nerr, Now: now, M: m, StewardEnabled: p.auth.hash != nil, Steward: p.auth.steward(r)}
+	if ck, err := r.Cookie(cookieVisitor); err == nil {
+		d.XSRF = p.auth.xsrfToken(ck.Value)
+	}
 	if !n.Started.IsZero() {
 		d.Uptime = d.Now.Sub(n.Started)
 	}

@@ -427,18 +427,28 @@ func TestLoginRateLimit(t *testing.T) {
 	}
 }
 
-// TestEvents reads the SSE stream directly: a change of the data is pushed.
+// TestEvents reads the SSE stream directly: a change of the data is pushed,
+// and the forms inside the live region keep the visitor's XSRF token.
 func TestEvents(t *testing.T) {
 	d := sample.New(time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h, _ := lanpage.New(d.Sources(), lanpage.WithUpdateInterval(100*time.Millisecond), lanpage.WithContext(ctx))
+	src := d.Sources()
+	src.Actions.ApproveReversal = func(context.Context, lanpage.ReversalApproval) error { return nil }
+	h, _ := lanpage.New(src, lanpage.WithUpdateInterval(100*time.Millisecond), lanpage.WithContext(ctx),
+		lanpage.WithStewardPasswordHash(cheapHash(testPassword)))
 	s := httptest.NewServer(h)
 	defer s.Close()
-	if resp, _ := get(t, client(t), s.URL+"/events?view=nope", ""); resp.StatusCode != 400 {
+	c := client(t)
+	if resp, _ := get(t, c, s.URL+"/events?view=nope", ""); resp.StatusCode != 400 {
 		t.Errorf("unknown view: %d", resp.StatusCode)
 	}
-	resp, err := http.Get(s.URL + "/events?view=ledger")
+	_, page := get(t, c, s.URL+"/ledger", "")
+	tok := xsrfRE.FindStringSubmatch(page)[1]
+	if !strings.Contains(page, `name="xsrf" value="`+tok+`"`) {
+		t.Fatal("the ledger page has no approve form with the token")
+	}
+	resp, err := c.Get(s.URL + "/events?view=ledger")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,9 +476,11 @@ func TestEvents(t *testing.T) {
 			if !strings.Contains(u.HTML, "-31.5") || u.At == "" {
 				t.Fatalf("update lacks the new balance: %.200s", u.HTML)
 			}
+			if !strings.Contains(u.HTML, `name="xsrf" value="`+tok+`"`) {
+				t.Errorf("the approve form in the update lost the XSRF token")
+			}
 			cancel() // WithContext ends the stream: Shutdown can finish
-			rest, _ := io.ReadAll(resp.Body)
-			_ = rest
+			io.Copy(io.Discard, resp.Body)
 			return
 		}
 	}
