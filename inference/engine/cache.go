@@ -147,6 +147,10 @@ func (c *Cache) Eval(ctx context.Context, tokens []int32) (logits []float32, reu
 	if err := c.checkTokens(tokens); err != nil {
 		return nil, 0, err
 	}
+	if err := c.m.acquire(); err != nil {
+		return nil, 0, fmt.Errorf("engine: eval: %w", err)
+	}
+	defer c.m.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq, reused := c.acquireLocked(tokens)
@@ -172,6 +176,10 @@ func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
 	if err := c.checkTokens(tokens); err != nil {
 		return nil, err
 	}
+	if err := c.m.acquire(); err != nil {
+		return nil, fmt.Errorf("engine: score: %w", err)
+	}
+	defer c.m.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.clock++

@@ -204,6 +204,15 @@ func TestEvalErrors(t *testing.T) {
 	if _, _, err := c.Eval(ctx, seqTokens(10, 1)); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
+	defer func() {
+		m.Close()
+		if _, _, err := c.Eval(context.Background(), seqTokens(3, 1)); !errors.Is(err, ErrClosed) {
+			t.Errorf("eval after Close: %v, want ErrClosed", err)
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	}()
 	for _, toks := range [][]int32{nil, {1, 512}, {-1}, seqTokens(257, 1)} {
 		if _, _, err := c.Eval(context.Background(), toks); !errors.Is(err, ErrInput) {
 			t.Errorf("tokens %v: %v, want ErrInput", toks[:min(3, len(toks))], err)

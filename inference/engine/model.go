@@ -119,8 +119,9 @@ type Model struct {
 	thetaScale float32   // base^(-2/n_rot)
 	unmap      func() error
 
-	closeOnce sync.Once
-	closeErr  error
+	mu       sync.RWMutex // held for reading by evaluations, for writing by Close
+	closed   bool         // guarded by mu
+	closeErr error        // guarded by mu
 }
 
 // Load opens and maps the GGUF model at path. Every tensor the model needs
@@ -151,15 +152,28 @@ func Load(path string, opts ...Option) (*Model, error) {
 	return m, nil
 }
 
-// Close unmaps the model. It is idempotent; the model and its caches must
-// not be used afterwards.
+// Close unmaps the model after running evaluations finish. It is
+// idempotent; later evaluations return ErrClosed.
 func (m *Model) Close() error {
-	m.closeOnce.Do(func() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
 		if m.unmap != nil {
 			m.closeErr = m.unmap()
 		}
-	})
+	}
 	return m.closeErr
+}
+
+// acquire holds the model open for an evaluation; release with m.mu.RUnlock.
+func (m *Model) acquire() error {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // Meta returns the GGUF metadata (tokenizer, chat template…). Its tensor

@@ -3,10 +3,13 @@
 //
 //   node ref.mjs logits <model.gguf> <threads> <tok,tok,...> <vocab>-> {"logits": [[...vocab]...]} every position
 //   node ref.mjs greedy <model.gguf> <threads> <n> <tok,...>   -> {"tokens": [...]} n greedy tokens
-//   node ref.mjs parity <model.gguf> <threads> <tok,...> <vocab> <n> -> both of the above in one run
+//   node ref.mjs parity <model.gguf> <threads> <tok,...> <vocab> <n> <out.f32>
+//        -> {"tokens": [...]}; the logits of every position go to out.f32 as
+//           little-endian float32 [positions][vocab] (JSON is too slow for 150k vocabularies)
 //   node ref.mjs bench  <model.gguf> <threads> <pp> <tg>       -> {"pp_tps": x, "tg_tps": y}
 //
 // Output is one JSON line on stdout; errors go to stderr with a non-zero exit.
+import { writeFileSync } from "node:fs";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
 const [mode, modelPath, threadsArg, ...rest] = process.argv.slice(2);
@@ -61,7 +64,11 @@ async function main() {
     const l = await logits(toks, Number(rest[1]) || 0);
     await seq.clearHistory();
     const n = Number(rest[2]) || 0;
-    result = { logits: l, tokens: n > 0 ? await greedy(n, toks) : [] };
+    const vocab = Number(rest[1]);
+    const buf = new Float32Array(l.length * vocab);
+    l.forEach((row, i) => row.forEach((v, j) => { buf[i * vocab + j] = v; }));
+    writeFileSync(rest[3], Buffer.from(buf.buffer));
+    result = { positions: l.length, tokens: n > 0 ? await greedy(n, toks) : [] };
   } else if (mode === "bench") {
     const pp = Number(rest[0]), tg = Number(rest[1]);
     const prompt = Array.from({ length: pp }, (_, i) => 100 + ((i * 7919) % 5000));
