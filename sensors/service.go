@@ -131,7 +131,8 @@ type SensorStatus struct {
 
 // Report is the state of the whole subsystem.
 type Report struct {
-	// I2CBuses found by periph; empty with NoBuses true on a PC.
+	// I2CBuses found by periph; empty with NoBuses true on a PC (both
+	// are set once Run has looked).
 	I2CBuses []string `json:"i2c_buses"`
 	NoBuses  bool     `json:"no_buses"`
 	// Energy describes the per-request meter.
@@ -147,16 +148,17 @@ type Report struct {
 // start it with Run, stop it by cancelling Run's context, then Close.
 // All methods are safe for concurrent use.
 type Service struct {
-	cfg   Config
-	opts  Options
-	log   *slog.Logger
-	now   func() time.Time
-	store *store.Store // nil without StorePath
-	model *sim.Model
-	meter *energy.Meter
-	rapl  *energy.RAPL // nil when absent
-	gpu   GPU          // nil when absent
-	buses []string     // guarded by mu
+	cfg    Config
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+	store  *store.Store // nil without StorePath
+	model  *sim.Model
+	meter  *energy.Meter
+	rapl   *energy.RAPL // nil when absent
+	gpu    GPU          // nil when absent
+	buses  []string     // guarded by mu
+	probed bool         // guarded by mu: buses were looked for
 
 	queue chan obs.Reading
 
@@ -273,17 +275,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.running.Swap(true) {
 		return errors.New("sensors: Run called twice")
 	}
-	if s.needsI2C() {
-		if err := drivers.HostInit(); err != nil {
-			s.log.Warn("periph host init failed; bus sensors will report it", "err", err)
-		}
-		buses := drivers.I2CBuses()
-		s.mu.Lock()
-		s.buses = buses
-		s.mu.Unlock()
-		if len(buses) == 0 && s.opts.Env.OpenI2C == nil {
-			s.log.Warn("no I²C bus on this machine; I²C sensors stay in error", "hint", "Raspberry Pi: dtparam=i2c_arm=on")
-		}
+	if err := drivers.HostInit(); err != nil && s.needsI2C() {
+		s.log.Warn("periph host init failed; bus sensors will report it", "err", err)
+	}
+	buses := drivers.I2CBuses()
+	s.mu.Lock()
+	s.buses, s.probed = buses, true
+	s.mu.Unlock()
+	if len(buses) == 0 && s.needsI2C() && s.opts.Env.OpenI2C == nil {
+		s.log.Warn("no I²C bus on this machine; I²C sensors stay in error", "hint", "Raspberry Pi: dtparam=i2c_arm=on")
 	}
 	var wg sync.WaitGroup
 	writerDone := make(chan struct{})
@@ -670,7 +670,7 @@ func (s *Service) Status() Report {
 	name, est := s.meter.Source()
 	r := Report{EnergySource: name, EnergyEstimated: est}
 	s.mu.Lock()
-	r.I2CBuses, r.NoBuses = append([]string(nil), s.buses...), len(s.buses) == 0
+	r.I2CBuses, r.NoBuses = append([]string(nil), s.buses...), s.probed && len(s.buses) == 0
 	r.StoreError, r.Dropped = s.storeErr, s.dropped
 	for _, sc := range s.cfg.Sensors {
 		st := *s.status[sc.ID]
