@@ -75,6 +75,9 @@ func runChild() int {
 		defer outMu.Unlock()
 		_ = out.Encode(m)
 	}
+	if os.Getenv("HYM_STOCK") == "1" {
+		return runStockChild(seed, pskBytes, emit)
+	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("HYM_DEBUG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", seed)
@@ -106,9 +109,36 @@ func runChild() int {
 		}
 	}()
 	name := fmt.Sprintf("node-%d", seed)
-	_ = n.Announce(Announcement{Name: name, Roles: []string{"test"}})
+	announce := func(i int) {
+		_ = n.Announce(Announcement{Name: name, Roles: []string{"test"}, Sensors: map[string]float64{"i": float64(i)}})
+	}
+	announce(0)
 	emit(childMsg{Ev: "ready", ID: n.ID().String()})
+	echo := func(p string) childMsg {
+		id, _ := peer.Decode(p)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		start := time.Now()
+		r := childMsg{Ev: "echo", Peer: p}
+		s, err := n.NewStream(ctx, id, echoProto)
+		if err == nil {
+			_ = s.SetDeadline(time.Now().Add(2 * time.Second))
+			_, _ = s.Write([]byte("ping"))
+			_ = s.CloseWrite()
+			b, _ := io.ReadAll(s)
+			r.OK = string(b) == "ping"
+			s.Close()
+		} else {
+			r.Err = err.Error()
+		}
+		r.MS = int(time.Since(start).Milliseconds())
+		return r
+	}
+	return childCommands(emit, announce, echo, sub.Dropped)
+}
 
+// childCommands runs the stdin command loop shared by both kinds of child.
+func childCommands(emit func(childMsg), announce func(i int), echo func(peer string) childMsg, drops func() uint64) int {
 	stopAnn := func() {}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -127,8 +157,8 @@ func runChild() int {
 				defer close(stopped)
 				t := time.NewTicker(every)
 				defer t.Stop()
-				for i := 0; ; i++ {
-					_ = n.Announce(Announcement{Name: name, Roles: []string{"test"}, Sensors: map[string]float64{"i": float64(i)}})
+				for i := 1; ; i++ {
+					announce(i)
 					select {
 					case <-ctx.Done():
 						return
@@ -141,29 +171,10 @@ func runChild() int {
 			stopAnn = func() {}
 			emit(childMsg{Ev: "stopped"})
 		case "echo":
-			go func(p string) {
-				id, _ := peer.Decode(p)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				start := time.Now()
-				r := childMsg{Ev: "echo", Peer: p}
-				s, err := n.NewStream(ctx, id, echoProto)
-				if err == nil {
-					_ = s.SetDeadline(time.Now().Add(2 * time.Second))
-					_, _ = s.Write([]byte("ping"))
-					_ = s.CloseWrite()
-					b, _ := io.ReadAll(s)
-					r.OK = string(b) == "ping"
-					s.Close()
-				} else {
-					r.Err = err.Error()
-				}
-				r.MS = int(time.Since(start).Milliseconds())
-				emit(r)
-			}(c.Peer)
+			go func(p string) { emit(echo(p)) }(c.Peer)
 		case "stats":
 			rss, cpu := procStats(os.Getpid())
-			emit(childMsg{Ev: "stats", RSS: rss, CPU: cpu, Drops: sub.Dropped()})
+			emit(childMsg{Ev: "stats", RSS: rss, CPU: cpu, Drops: drops()})
 		case "quit":
 			stopAnn()
 			return 0
@@ -217,8 +228,18 @@ type child struct {
 // startChild runs a node with identity seed in namespace ns.
 func startChild(t *testing.T, ns string, seed int, pskHex, service string) *child {
 	t.Helper()
+	return startChildKind(t, ns, seed, pskHex, service, false)
+}
+
+// startChildKind is startChild; with stock, the child runs the stock
+// libp2p reference instead of this package (reference_test.go).
+func startChildKind(t *testing.T, ns string, seed int, pskHex, service string, stock bool) *child {
+	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "HYM_SEED="+strconv.Itoa(seed), "HYM_PSK="+pskHex, "HYM_SERVICE="+service)
+	if stock {
+		cmd.Env = append(cmd.Env, "HYM_STOCK=1")
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

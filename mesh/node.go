@@ -50,7 +50,7 @@ const (
 	maxBackoff      = 8 * time.Second
 	downRedial      = 30 * time.Second
 	upgradeInterval = 5 * time.Second
-	syncLimit       = 4096             // announcements per sync response
+	syncLimit       = 4096 // announcements per sync response
 	syncTimeout     = 10 * time.Second
 	forgetAfter     = 24 * time.Hour // down members are forgotten after this
 )
