@@ -2,14 +2,18 @@ package sensors
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/univrs/hypha/sensors/obs"
 	"github.com/univrs/hypha/sensors/store"
 )
 
@@ -104,4 +108,25 @@ func FuzzParseSeriesQuery(f *testing.F) {
 			t.Fatalf("%q -> %+v", raw, q)
 		}
 	})
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if _, found, err := LoadConfigFile(filepath.Join(dir, "none.json")); found || err != nil {
+		t.Fatalf("missing file: found %v err %v", found, err)
+	}
+	p := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(p, []byte(`{"version": 1, "sensors": [{"id": "x", "driver": "dht11"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := LoadConfigFile(p); !found || !errors.Is(err, obs.ErrBadConfig) || !strings.Contains(err.Error(), "bad.json") {
+		t.Fatalf("bad file: found %v err %v", found, err)
+	}
+	b, _ := DefaultConfig("n", obs.Place{}, 1).Encode()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, found, err := LoadConfigFile(p); !found || err != nil || len(c.Sensors) != 9 {
+		t.Fatalf("good file: %v %v %d", found, err, len(c.Sensors))
+	}
 }

@@ -15,7 +15,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -679,4 +681,21 @@ func (s *Service) Status() Report {
 	}
 	s.mu.Unlock()
 	return r
+}
+
+// LoadConfigFile reads and validates a JSON config file. A missing file
+// is not an error: found is false and the caller uses DefaultConfig.
+func LoadConfigFile(path string) (cfg Config, found bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Config{}, false, nil
+	}
+	if err != nil {
+		return Config{}, false, fmt.Errorf("load sensor config: %w", err)
+	}
+	cfg, err = obs.Decode(b)
+	if err != nil {
+		return Config{}, true, fmt.Errorf("load sensor config %s: %w", path, err)
+	}
+	return cfg, true, nil
 }

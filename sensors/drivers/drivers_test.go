@@ -404,6 +404,7 @@ func TestADS1115SoilMoisture(t *testing.T) {
 	ops = append(ops, conv(0x3840)...) // 1.8 V
 	ops = append(ops, conv(0x5800)...) // 2.75 V: dry
 	ops = append(ops, conv(0x7fff)...) // saturated: probe unplugged
+	ops = append(ops, conv(0xf000)...) // −0.5 V: miswired
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
 	dev, err := Open(cfgFor(t, "ads1115", nil), envWith(bus))
 	if err != nil {
@@ -425,6 +426,9 @@ func TestADS1115SoilMoisture(t *testing.T) {
 	}
 	if _, err := dev.Read(context.Background()); !errors.Is(err, obs.ErrStuck) {
 		t.Errorf("saturated: %v", err)
+	}
+	if _, err := dev.Read(context.Background()); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Errorf("negative: %v", err)
 	}
 	if err := dev.Close(); err != nil {
 		t.Fatal(err)

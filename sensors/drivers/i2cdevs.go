@@ -193,6 +193,9 @@ func (d *ads) Read(ctx context.Context) ([]obs.Value, error) {
 		return nil, fmt.Errorf("read soil probe: %w: ADC saturated (raw %d): probe disconnected or not powered", obs.ErrStuck, s.Raw)
 	}
 	volts := float64(s.V) / float64(physic.Volt)
+	if volts < -0.05 {
+		return nil, fmt.Errorf("read soil probe: %.3f V: negative (probe wired to the wrong input or ground)", volts)
+	}
 	pct, _ := d.cal.Percent(volts)
 	return []obs.Value{{Quantity: obs.SoilMoisture, Value: pct}, {Quantity: obs.ProbeVoltage, Value: volts}}, nil
 }
