@@ -172,6 +172,36 @@ func TestNodeServesLANPage(t *testing.T) {
 	if states["hyphad"] != "running" || states["inferd"] != "stopped" {
 		t.Errorf("services: %v", states)
 	}
+	// With no sensor config the node simulates, and says so everywhere.
+	// The sampler runs asynchronously: wait (bounded) for its first readings.
+	for i := 0; i < 100 && !strings.Contains(string(get(t, base+"/metrics")), "hypha_air_temperature_celsius"); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	metrics := string(get(t, base+"/metrics"))
+	if !strings.Contains(metrics, `hypha_air_temperature_celsius{sensor="sim-air",simulated="true"`) {
+		t.Errorf("/metrics lacks the simulated air temperature:\n%.600s", metrics)
+	}
+	var land struct {
+		Land struct {
+			Data struct {
+				Readings []struct {
+					Label     string
+					Simulated bool
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(get(t, base+"/api/land"), &land); err != nil {
+		t.Fatal(err)
+	}
+	if len(land.Land.Data.Readings) == 0 {
+		t.Error("the Land & energy view has no readings")
+	}
+	for _, r := range land.Land.Data.Readings {
+		if !r.Simulated || !strings.Contains(r.Label, "simulated") {
+			t.Errorf("reading %q is not labelled simulated", r.Label)
+		}
+	}
 	page := get(t, base+"/")
 	if !bytes.Contains(page, []byte(info.Name)) || !bytes.Contains(page, []byte("test-1")) {
 		t.Errorf("LAN page lacks the node name or version")

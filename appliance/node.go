@@ -21,6 +21,7 @@ import (
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/provisioning"
+	"github.com/univrs/hypha/sensors"
 )
 
 // Options configure a Node. Zero values get the documented defaults.
@@ -58,6 +59,9 @@ type Node struct {
 
 	community *provisioning.Community // nil: not enrolled
 	mesh      *mesh.Node              // nil: not running
+	sensors   *sensors.Service        // nil: not running
+	// sensorsDone is closed when the sampler has flushed and returned.
+	sensorsDone chan struct{}
 
 	// sensorSummary, if set, gives the readings announced to the mesh.
 	sensorSummary func() map[string]float64
@@ -186,6 +190,7 @@ func (n *Node) sources() lanpage.Sources {
 		},
 		Mesh:      n.meshView,
 		Hardware:  n.hardwareView,
+		Land:      n.landView,
 		Community: n.communityView,
 	}
 }
@@ -204,6 +209,10 @@ func (n *Node) Handler() http.Handler {
 			Services []lanpage.Service `json:"services"`
 		}{n.Info(), n.Services()})
 	})
+	if n.sensors != nil {
+		mux.Handle("/sensorthings/v1.1/", n.sensors.SensorThings("/sensorthings/v1.1"))
+		mux.Handle("GET /metrics", n.sensors.Metrics())
+	}
 	mux.Handle("/", n.lan)
 	return mux
 }
@@ -233,6 +242,10 @@ func (n *Node) Run(ctx context.Context) error {
 	// Optional subsystems log and carry on: the LAN page must come up to
 	// tell the steward what is wrong.
 	n.startNetconf(ctx)
+	if err := n.startSensors(ctx); err != nil {
+		n.log.Error("sensors", "err", err)
+		n.alert(lanpage.SeverityCritical, "sensors", err.Error())
+	}
 	if err := n.startMesh(ctx); err != nil {
 		n.log.Error("mesh", "err", err)
 		n.alert(lanpage.SeverityCritical, "mesh", err.Error())
@@ -257,10 +270,18 @@ func (n *Node) Run(ctx context.Context) error {
 
 // Close stops the subsystems. It is idempotent.
 func (n *Node) Close() error {
+	var errs []error
 	if n.mesh != nil {
-		return n.mesh.Close()
+		errs = append(errs, n.mesh.Close())
 	}
-	return nil
+	if n.sensors != nil {
+		select { // Run flushes pending readings once its context ends
+		case <-n.sensorsDone:
+		case <-time.After(10 * time.Second):
+		}
+		errs = append(errs, n.sensors.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Mesh returns the mesh node, nil when not running.

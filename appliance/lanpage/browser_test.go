@@ -17,6 +17,8 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -207,12 +209,21 @@ func TestBrowser(t *testing.T) {
 
 	// Record every request the browser makes: none may leave the box.
 	var reqMu sync.Mutex
-	var requests []string
+	var requests, problems []string
 	if err := chromedp.Listen(ctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
-			reqMu.Lock()
+		reqMu.Lock()
+		defer reqMu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
 			requests = append(requests, e.Request.URL)
-			reqMu.Unlock()
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+e.ExceptionDetails.Text+" "+fmt.Sprint(e.ExceptionDetails.Exception))
+		case *cdplog.EventEntryAdded:
+			// 4xx answers are expected in the steward test; anything else at
+			// error level (CSP violations, script errors) is a bug.
+			if e.Entry.Level == cdplog.EntryLevelError && e.Entry.Source != cdplog.EntrySourceNetwork {
+				problems = append(problems, string(e.Entry.Source)+": "+e.Entry.Text+" at "+e.Entry.URL)
+			}
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -487,6 +498,14 @@ func TestBrowser(t *testing.T) {
 			if !strings.HasPrefix(u, f.srv.URL+"/") && !strings.HasPrefix(u, "data:") && u != "about:blank" {
 				t.Errorf("request to %s", u)
 			}
+		}
+	})
+
+	t.Run("no script errors or CSP violations", func(t *testing.T) {
+		reqMu.Lock()
+		defer reqMu.Unlock()
+		for _, p := range problems {
+			t.Error(p)
 		}
 	})
 
