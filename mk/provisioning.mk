@@ -6,9 +6,13 @@ DEBS += mount e2fsprogs coreutils
 
 .PHONY: bench-provisioning fuzz-provisioning
 
-bench-provisioning: ## flash throughput (file, loop device) vs dd and dd+sha256sum; memory bandwidth probe vs a plain copy
+HWTEST_GGUF ?= $(OUT)/engine-bench/qwen2-0.5B-Q8_0.gguf
+bench-provisioning: ## flash throughput vs dd and dd+sha256sum; bandwidth probe vs a plain copy; predicted vs engine tok/s
 	$(GO) test -run '^$$' -bench 'Flash' -benchtime 1x ./provisioning/flash
 	$(GO) test -run '^$$' -bench 'BandwidthProbe' -benchtime 10x ./hwtest
+	@if [ -f $(HWTEST_GGUF) ]; then \
+		GOEXPERIMENT=simd $(GO) test -run '^$$' -bench PredictionVsEngine -benchtime 1x ./packages/hwtest -args -hwtest.gguf=$(abspath $(HWTEST_GGUF)); \
+	else echo "bench-provisioning: no $(HWTEST_GGUF) (make bench-engine generates it): prediction vs engine skipped"; fi
 
 fuzz-provisioning: ## fuzz manifest, invite, PSK, steward key file and hwtest report decoders for 15 s each
 	for f in FuzzManifest FuzzInvite FuzzParsePSK FuzzOpenStewardKey; do \
