@@ -33,6 +33,9 @@ var (
 	// ErrPrice: the amount of a service transaction does not match the
 	// community's pricing rule.
 	ErrPrice = errors.New("price does not match pricing rule")
+	// ErrNotApproved: a payment proposed by the payee that no policy of the
+	// payer approved (see WithPolicy and Approvals).
+	ErrNotApproved = errors.New("payment not approved by the payer")
 	// ErrNotParty: the node is neither payer nor payee of the transaction.
 	ErrNotParty = errors.New("node is not a party to the transaction")
 	// ErrTooLarge: a stream message exceeds the size bound.

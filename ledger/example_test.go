@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/univrs/hypha/ledger"
 )
@@ -25,7 +26,14 @@ func Example() {
 		}
 		return n
 	}
-	server, client, observer := open("server", 1), open("client", 2), open("observer", 3)
+	server, observer := open("server", 1), open("observer", 3)
+	// The client's gateway approves the bills it expects.
+	approvals := ledger.NewApprovals(nil)
+	client, err := ledger.Open(filepath.Join(dir, "client.db"), ed25519.NewKeyFromSeed(append(make([]byte, 31), 2)), rules,
+		ledger.WithPolicy(approvals.Policy))
+	if err != nil {
+		panic(err)
+	}
 	defer server.Close()
 	defer client.Close()
 	defer observer.Close()
@@ -35,9 +43,12 @@ func Example() {
 	// moment: base 460 (tokens) + 45 (energy) milli-units, halved by the
 	// 200 W solar surplus -> 253. The client's node countersigns within its
 	// limits.
+	cancel := approvals.Expect(server.ID(), 1000, time.Minute) // before forwarding the request
+	defer cancel()
+	var tx *ledger.Tx
 	c1, c2 := net.Pipe()
 	go client.ServeCountersign(context.Background(), c2)
-	tx, err := server.Pay(context.Background(), c1, ledger.Terms{
+	tx, err = server.Pay(context.Background(), c1, ledger.Terms{
 		Payer: client.ID(), Payee: server.ID(), Purpose: ledger.PurposeInference,
 		Observations: []ledger.Observation{{Property: ledger.PropSolarPower, Value: 320, Unit: "W", SensorID: "ina219"},
 			{Property: ledger.PropLoadPower, Value: 120, Unit: "W", SensorID: "rapl"}},

@@ -20,7 +20,7 @@ func exportFixture(t *testing.T) (*Node, []*Tx) {
 	rules := testRules()
 	rules.Commons = MemberOfKey(newKey(t))
 	rules.FeeBasisPoints = 100
-	server, client := newNode(t, rules, clk, WithBioregion("danube-delta")), newNode(t, rules, clk)
+	server, client := newNode(t, rules, clk, WithBioregion("danube-delta")), newNode(t, rules, clk, WithPolicy(allowAll))
 	svc, err := transfer(server, client, Terms{Payer: client.ID(), Payee: server.ID(), Purpose: PurposeInference,
 		Observations: []Observation{
 			{Property: PropSolarPower, Value: 250, Unit: "W", Time: clk.Now(), SensorID: "ina219-0x40"},

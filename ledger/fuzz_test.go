@@ -12,7 +12,7 @@ import (
 // seedTxs makes a few genuine, fully signed transactions for fuzz seeds.
 func seedTxs(f *testing.F) (*Node, *Node, []*Tx) {
 	clk := newClock()
-	a, b := newNode(f, testRules(), clk), newNode(f, testRules(), clk)
+	a, b := newNode(f, testRules(), clk), newNode(f, testRules(), clk, WithPolicy(allowAll))
 	t1 := mustTransfer(f, a, b, 1234)
 	t2, err := transfer(a, b, Terms{Payer: b.ID(), Payee: a.ID(), Purpose: PurposeInference, Bioregion: "danube",
 		Observations: []Observation{{Property: PropSolarPower, Value: 212.5, Unit: "W", Time: clk.Now(), SensorID: "ina219", Simulated: true}},

@@ -267,14 +267,23 @@ func TestPricingFormula(t *testing.T) {
 
 func TestInferenceTransactionIsPricedAndChecked(t *testing.T) {
 	clk := newClock()
-	server, client := newNode(t, testRules(), clk, WithBioregion("lower-danube")), newNode(t, testRules(), clk)
+	approvals := NewApprovals(clk.Now)
+	server, client := newNode(t, testRules(), clk, WithBioregion("lower-danube")), newNode(t, testRules(), clk, WithPolicy(approvals.Policy))
 	obs := []Observation{
 		{Property: PropSolarPower, Value: 300, Unit: "W", Time: clk.Now(), SensorID: "ina219-0x40"},
 		{Property: PropLoadPower, Value: 100, Unit: "W", Time: clk.Now(), SensorID: "rapl", Simulated: true},
 		{Property: "air_temperature", Value: 23.72, Unit: "Cel", Time: clk.Now(), SensorID: "bme280-0x76"},
 	}
 	rc := &Receipt{ModelHash: "sha256:abc", TokensIn: 1000, TokensOut: 1000, MilliJoules: 2_000_000}
-	// The server proposes with amount 0: priced by the rule (full surplus, half price).
+	// An unexpected bill is refused.
+	_, err := transfer(server, client, Terms{Payer: client.ID(), Payee: server.ID(), Purpose: PurposeInference, Observations: obs, Receipt: rc})
+	if !errors.Is(err, ErrNotApproved) {
+		t.Fatalf("unexpected bill: %v, want ErrNotApproved", err)
+	}
+	// The client's gateway expects it (at most 0.7 credit) before sending
+	// the request; the server proposes with amount 0: priced by the rule
+	// (full surplus, half price).
+	approvals.Expect(server.ID(), 700, time.Minute)
 	tx, err := transfer(server, client, Terms{Payer: client.ID(), Payee: server.ID(), Purpose: PurposeInference, Observations: obs, Receipt: rc})
 	if err != nil {
 		t.Fatal(err)
@@ -289,5 +298,19 @@ func TestInferenceTransactionIsPricedAndChecked(t *testing.T) {
 	_, err = transfer(server, client, Terms{Payer: client.ID(), Payee: server.ID(), Amount: 601, Purpose: PurposeInference, Observations: obs, Receipt: rc})
 	if !errors.Is(err, ErrPrice) {
 		t.Fatalf("overcharge: %v, want ErrPrice", err)
+	}
+	// The approval was used once; a bill above an approval is refused.
+	if n := approvals.Outstanding(); n != 0 {
+		t.Fatalf("%d approvals outstanding after the bill", n)
+	}
+	approvals.Expect(server.ID(), 599, time.Minute)
+	if _, err := transfer(server, client, Terms{Payer: client.ID(), Payee: server.ID(), Purpose: PurposeInference, Observations: obs, Receipt: rc}); !errors.Is(err, ErrNotApproved) {
+		t.Fatalf("bill above the approval: %v, want ErrNotApproved", err)
+	}
+	// Approvals expire.
+	approvals.Expect(server.ID(), 10_000, time.Minute)
+	clk.Advance(2 * time.Minute)
+	if n := approvals.Outstanding(); n != 0 {
+		t.Fatalf("%d approvals outstanding after expiry", n)
 	}
 }

@@ -32,9 +32,11 @@ func WithNoSync() Option { return func(n *Node) { n.noSync = true } }
 
 // WithPolicy adds a check run before this node countersigns a proposal, after
 // the community rules (default none). Returning an error refuses; the
-// counterparty sees its text. Example: a spending cap per request. It runs
-// with the node's write lock held: it must be quick and must not call the
-// Node.
+// counterparty sees its text. Without a policy a node countersigns proposals
+// that pay it, but refuses (ErrNotApproved) proposals in which it pays and
+// the payee proposed (bills), except demurrage the rules define; the
+// gateway approves the bills it expects with Approvals.Policy. It runs with
+// the node's write lock held: it must be quick and must not call the Node.
 func WithPolicy(p func(*Proposal) error) Option { return func(n *Node) { n.policy = p } }
 
 // WithForkHandler sets a function called (without locks held) with every
@@ -392,6 +394,14 @@ func (n *Node) Countersign(p *Proposal) (*Tx, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("countersign: %w", err)
+	}
+	// Receiving credit needs no approval beyond the rules. Paying what the
+	// payee asks for does: a node never pays a bill it did not expect,
+	// except demurrage the rules define.
+	demurrage := b.Purpose == PurposeDemurrage && b.Payee == n.rules.Commons && !n.rules.Commons.IsZero()
+	if n.id == b.Payer && n.policy == nil && !demurrage {
+		return nil, fmt.Errorf("countersign: %s asks %s: no policy approves payments proposed by the payee: %w",
+			b.Payee.Short(), FormatMilli(b.Amount+b.Fee), ErrNotApproved)
 	}
 	if n.policy != nil {
 		if err := n.policy(p); err != nil {

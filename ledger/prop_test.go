@@ -59,7 +59,7 @@ func newWorld(t *rapid.T, members int) *world {
 
 func (w *world) open(k ed25519.PrivateKey) *Node {
 	n, err := Open(filepath.Join(w.dir, fmt.Sprintf("%s-%d.db", MemberOfKey(k).Short(), time.Now().UnixNano())), k, w.rules,
-		WithNoSync(), WithClock(w.clk.Now), WithLogger(quietLogger()))
+		WithNoSync(), WithClock(w.clk.Now), WithLogger(quietLogger()), WithPolicy(allowAll))
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func decodeHello(b []byte) (hello, error) {
 
 // remote error codes, so the other side can errors.Is them.
 var errCodes = []error{ErrMalformed, ErrBadSignature, ErrInvalid, ErrWrongPrev, ErrLimit, ErrExpired,
-	ErrQuarantined, ErrChainLocked, ErrPrice, ErrNotParty, ErrTooLarge, ErrProtocol, ErrClosed}
+	ErrQuarantined, ErrChainLocked, ErrPrice, ErrNotParty, ErrTooLarge, ErrProtocol, ErrClosed, ErrNotApproved}
 
 func encodeRemoteError(err error) []byte {
 	code := byte(0)
