@@ -503,10 +503,28 @@ func TestBrowser(t *testing.T) {
 
 	t.Run("no script errors or CSP violations", func(t *testing.T) {
 		reqMu.Lock()
-		defer reqMu.Unlock()
-		for _, p := range problems {
+		before := slices.Clone(problems)
+		reqMu.Unlock()
+		for _, p := range before {
 			t.Error(p)
 		}
+		// The listener must be able to see one: plant an inline style.
+		navigate(t, ctx, f.srv.URL+"/hardware")
+		eval[any](t, ctx, `document.body.setAttribute('style', 'outline: 1px solid red'), 0`)
+		for i := 0; i < 30; i++ {
+			reqMu.Lock()
+			n := len(problems)
+			last := ""
+			if n > 0 {
+				last = problems[n-1]
+			}
+			reqMu.Unlock()
+			if n > len(before) && strings.Contains(last, "Content Security Policy") {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Error("a planted CSP violation was not seen: the check cannot fail")
 	})
 
 	t.Run("page weight and render time", func(t *testing.T) {
