@@ -241,6 +241,9 @@ func Flash(ctx context.Context, image, target string, o Options) (Result, error)
 	if !ist.Mode().IsRegular() {
 		return Result{}, fmt.Errorf("flash: image %s is not a regular file", image)
 	}
+	if ist.Size() == 0 {
+		return Result{}, fmt.Errorf("flash: image %s is empty", image)
+	}
 	if tst, err := os.Stat(target); err == nil && os.SameFile(ist, tst) {
 		return Result{}, fmt.Errorf("flash %s to %s: %w", image, target, ErrSameFile)
 	}

@@ -130,6 +130,14 @@ func TestFlashRefusesSameFile(t *testing.T) {
 	if _, err := Flash(context.Background(), img, img, Options{}); !errors.Is(err, ErrSameFile) {
 		t.Fatalf("err = %v", err)
 	}
+	empty, _ := writeImage(t, 0)
+	out := filepath.Join(t.TempDir(), "stick")
+	if _, err := Flash(context.Background(), empty, out, Options{}); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Fatalf("empty image: %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("target created for an empty image")
+	}
 }
 
 // fakeSys builds a sysfs tree: sda (sda1, sda2), sdb (sdb1) with dm-0 on
