@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/provisioning"
 	"github.com/univrs/hypha/sensors"
@@ -60,6 +61,7 @@ type Node struct {
 	community *provisioning.Community // nil: not enrolled
 	mesh      *mesh.Node              // nil: not running
 	sensors   *sensors.Service        // nil: not running
+	ledger    *ledger.Node            // nil: not running
 	// sensorsDone is closed when the sampler has flushed and returned.
 	sensorsDone chan struct{}
 
@@ -191,6 +193,7 @@ func (n *Node) sources() lanpage.Sources {
 		Mesh:      n.meshView,
 		Hardware:  n.hardwareView,
 		Land:      n.landView,
+		Ledger:    n.ledgerView,
 		Community: n.communityView,
 	}
 }
@@ -250,6 +253,10 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("mesh", "err", err)
 		n.alert(lanpage.SeverityCritical, "mesh", err.Error())
 	}
+	if err := n.startLedger(ctx); err != nil {
+		n.log.Error("ledger", "err", err)
+		n.alert(lanpage.SeverityCritical, "ledger", err.Error())
+	}
 	defer n.Close()
 	go n.announceLoop(ctx)
 	n.lnAddr <- ln.Addr()
@@ -273,6 +280,9 @@ func (n *Node) Close() error {
 	var errs []error
 	if n.mesh != nil {
 		errs = append(errs, n.mesh.Close())
+	}
+	if n.ledger != nil {
+		errs = append(errs, n.ledger.Close())
 	}
 	if n.sensors != nil {
 		select { // Run flushes pending readings once its context ends
