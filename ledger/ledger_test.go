@@ -183,6 +183,10 @@ func TestDemurrageIsATransferToCommons(t *testing.T) {
 	if due != 100 {
 		t.Fatalf("DemurrageDue = %d, want 100", due)
 	}
+	syncPair(t, commons, b)
+	if got, err := commons.DemurrageDue(b.ID()); err != nil || got != due {
+		t.Fatalf("commons computes %d due from B (%v), want %d", got, err, due)
+	}
 	if _, err := transfer(commons, b, Terms{Payer: b.ID(), Payee: commons.ID(), Amount: due + 1, Purpose: PurposeDemurrage}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("demurrage above due: %v, want ErrInvalid", err)
 	}

@@ -296,7 +296,7 @@ func (n *Node) checkRulesTx(btx *bolt.Tx, b *Body) error {
 	}
 	bal := getI64(btx.Bucket(bBal), n.id[:])
 	if b.Purpose == PurposeDemurrage && b.Payer == n.id && b.Payee == n.rules.Commons {
-		due := n.rules.DemurrageDue(bal, b.Created.Sub(n.lastDemurrage(btx)))
+		due := n.rules.DemurrageDue(bal, b.Created.Sub(lastDemurrage(btx, n.id)))
 		if b.Amount > due {
 			return fmt.Errorf("demurrage %d, due %d: %w", b.Amount, due, ErrInvalid)
 		}
@@ -317,13 +317,12 @@ func (n *Node) checkRulesTx(btx *bolt.Tx, b *Body) error {
 	return nil
 }
 
-// lastDemurrage is when this node last paid demurrage, or its first entry.
-func (n *Node) lastDemurrage(btx *bolt.Tx) time.Time {
-	var first time.Time
+// lastDemurrage is when m last paid demurrage, or the time of its first
+// entry, as far as this store knows m's chain.
+func lastDemurrage(btx *bolt.Tx, m MemberID) time.Time {
+	var first, last time.Time
 	c := btx.Bucket(bChain).Cursor()
-	prefix := n.id[:]
-	var last time.Time
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	for k, v := c.Seek(m[:]); k != nil && bytes.HasPrefix(k, m[:]); k, v = c.Next() {
 		t, err := loadTx(btx, v)
 		if err != nil {
 			continue
@@ -331,7 +330,7 @@ func (n *Node) lastDemurrage(btx *bolt.Tx) time.Time {
 		if first.IsZero() {
 			first = t.Body.Created
 		}
-		if t.Body.Purpose == PurposeDemurrage && t.Body.Payer == n.id {
+		if t.Body.Purpose == PurposeDemurrage && t.Body.Payer == m {
 			last = t.Body.Created
 		}
 	}
@@ -339,6 +338,22 @@ func (n *Node) lastDemurrage(btx *bolt.Tx) time.Time {
 		return first
 	}
 	return last
+}
+
+// DemurrageDue returns the demurrage m owes the commons now, from this
+// node's view of m's chain (the commons node proposes it; m's node accepts
+// up to what its own chain says is due).
+func (n *Node) DemurrageDue(m MemberID) (int64, error) {
+	var due int64
+	err := n.view(func(btx *bolt.Tx) error {
+		since := lastDemurrage(btx, m)
+		if since.IsZero() {
+			return nil
+		}
+		due = n.rules.DemurrageDue(getI64(btx.Bucket(bBal), m[:]), n.now().Sub(since))
+		return nil
+	})
+	return due, err
 }
 
 // Countersign checks a proposal addressed to this node against the rules,
