@@ -224,7 +224,8 @@ func (m *meter) report(done int64, final bool) {
 }
 
 // Flash copies image to target, syncs it, reads it back and compares it with
-// the image chunk by chunk (SHA-256). It refuses targets Check refuses. When
+// the image chunk by chunk (SHA-256). Concurrent calls on different targets
+// are safe; o.Progress is never called concurrently within one call. It refuses targets Check refuses. When
 // ctx is cancelled or a write fails mid-way it returns ErrInterrupted with
 // the number of bytes written. On success the stick is safe to remove.
 func Flash(ctx context.Context, image, target string, o Options) (Result, error) {

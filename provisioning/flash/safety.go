@@ -82,6 +82,7 @@ type RefusedError struct {
 	Kind   error
 }
 
+// Error says which device, why, and what to do.
 func (e *RefusedError) Error() string {
 	advice := ""
 	switch e.Kind {
