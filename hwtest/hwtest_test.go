@@ -430,3 +430,21 @@ func ExamplePredictTokensPerSec() {
 	fmt.Printf("%.1f tok/s\n", PredictTokensPerSec(4e9, 297_062_500))
 	// Output: 13.5 tok/s
 }
+
+func TestMachineAndARMNames(t *testing.T) {
+	r := (&Prober{Root: "testdata/mainline", DiskReadBytes: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(context.Background())
+	if r.CPU.Model != "ARM Cortex-A76" || r.CPU.LogicalCores != 4 || !r.CPU.NEON || r.CPU.MHz != 2400 {
+		t.Errorf("cpu %+v", r.CPU)
+	}
+	if r.Machine != "Raspberry Pi 5 Model B Rev 1.0" {
+		t.Errorf("machine %q", r.Machine)
+	}
+	if !strings.Contains(r.Summary(), "Machine: Raspberry Pi 5 Model B Rev 1.0\n") {
+		t.Errorf("summary:\n%s", r.Summary())
+	}
+	for root, want := range map[string]string{"testdata/pc-dmi": "Dell Inc. OptiPlex 7010", "testdata/oem-dmi": "", "testdata/pi4": ""} {
+		if got := (&Prober{Root: root}).machine(); got != want {
+			t.Errorf("%s: machine %q, want %q", root, got, want)
+		}
+	}
+}

@@ -93,6 +93,7 @@ func (p *Prober) Run(ctx context.Context) *Report {
 	if r.CPU, err = p.probeCPU(); err != nil {
 		problem("cpu: %v", err)
 	}
+	r.Machine = p.machine()
 	if r.Memory, err = p.probeMemInfo(); err != nil {
 		problem("memory: %v", err)
 	}
@@ -178,7 +179,7 @@ func (p *Prober) probeCPU() (CPU, error) {
 	defer f.Close()
 	flags := map[string]bool{}
 	cores := map[string]bool{}
-	var phys string
+	var phys, impl, part string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
@@ -198,6 +199,11 @@ func (p *Prober) probeCPU() (CPU, error) {
 			}
 		case "vendor_id", "CPU implementer":
 			c.Vendor = v
+			if k == "CPU implementer" {
+				impl = v
+			}
+		case "CPU part":
+			part = v
 		case "cpu MHz":
 			if mhz, err := strconv.ParseFloat(v, 64); err == nil && c.MHz == 0 {
 				c.MHz = mhz
@@ -232,9 +238,56 @@ func (p *Prober) probeCPU() (CPU, error) {
 		p.liveFeatures(&c, flags)
 	}
 	if c.Model == "" {
-		c.Model = "unknown"
+		// Mainline arm64 kernels print no model name: name the core.
+		if name := armParts[impl+"/"+part]; name != "" {
+			c.Model = name
+		} else if dt := p.deviceTreeModel(); dt != "" {
+			c.Model = dt
+		} else {
+			c.Model = "unknown"
+		}
+	}
+	if c.MHz == 0 { // ARM: no "cpu MHz" line; cpufreq knows the maximum
+		if s, err := p.readString("sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"); err == nil {
+			if khz, err := strconv.ParseFloat(s, 64); err == nil {
+				c.MHz = khz / 1000
+			}
+		}
 	}
 	return c, nil
+}
+
+// armParts names common ARM cores by "CPU implementer/CPU part".
+var armParts = map[string]string{
+	"0x41/0xd03": "ARM Cortex-A53", "0x41/0xd04": "ARM Cortex-A35", "0x41/0xd05": "ARM Cortex-A55",
+	"0x41/0xd07": "ARM Cortex-A57", "0x41/0xd08": "ARM Cortex-A72", "0x41/0xd09": "ARM Cortex-A73",
+	"0x41/0xd0a": "ARM Cortex-A75", "0x41/0xd0b": "ARM Cortex-A76", "0x41/0xd0c": "ARM Neoverse-N1",
+	"0x41/0xd40": "ARM Neoverse-V1", "0x41/0xd41": "ARM Cortex-A78", "0x41/0xd4f": "ARM Neoverse-V2",
+	"0x41/0xd49": "ARM Neoverse-N2", "0x61/0x022": "Apple M1", "0x61/0x023": "Apple M1",
+}
+
+// deviceTreeModel is the board's model from the device tree, "" if none.
+func (p *Prober) deviceTreeModel() string {
+	for _, f := range []string{"sys/firmware/devicetree/base/model", "proc/device-tree/model"} {
+		if s, err := p.readString(f); err == nil && s != "" {
+			return strings.TrimRight(s, "\x00")
+		}
+	}
+	return ""
+}
+
+// machine names the box from DMI (PCs) or the device tree (boards).
+func (p *Prober) machine() string {
+	vendor, _ := p.readString("sys/class/dmi/id/sys_vendor")
+	product, _ := p.readString("sys/class/dmi/id/product_name")
+	for _, junk := range []string{"To Be Filled By O.E.M.", "System manufacturer", "System Product Name", "Default string"} {
+		vendor = strings.TrimSpace(strings.ReplaceAll(vendor, junk, ""))
+		product = strings.TrimSpace(strings.ReplaceAll(product, junk, ""))
+	}
+	if m := strings.TrimSpace(vendor + " " + product); m != "" {
+		return m
+	}
+	return p.deviceTreeModel()
 }
 
 // liveFeatures asks the running CPU (CPUID / HWCAP via x/sys/cpu), which

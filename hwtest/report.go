@@ -30,11 +30,14 @@ var (
 // Report is the outcome of one hardware qualification run. It is a plain
 // value: safe for concurrent reads once built.
 type Report struct {
-	Version      int           `json:"version"`
-	Generated    time.Time     `json:"generated"`
-	Hostname     string        `json:"hostname,omitempty"`
-	Kernel       string        `json:"kernel,omitempty"`
-	Arch         string        `json:"arch,omitempty"` // GOARCH of the prober, "" for a recorded root
+	Version   int       `json:"version"`
+	Generated time.Time `json:"generated"`
+	Hostname  string    `json:"hostname,omitempty"`
+	Kernel    string    `json:"kernel,omitempty"`
+	Arch      string    `json:"arch,omitempty"` // GOARCH of the prober, "" for a recorded root
+	// Machine names the box: DMI vendor and product on PCs, the device
+	// tree model on boards ("Raspberry Pi 4 Model B Rev 1.4").
+	Machine      string        `json:"machine,omitempty"`
 	CPU          CPU           `json:"cpu"`
 	Memory       Memory        `json:"memory"`
 	Disks        []Disk        `json:"disks"`

@@ -23,6 +23,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 		host = "this box"
 	}
 	p("Hardware report for %s (%s, kernel %s, %s)", host, orDash(r.Arch), orDash(r.Kernel), r.Generated.UTC().Format(time.RFC3339))
+	if r.Machine != "" {
+		p("Machine: %s", r.Machine)
+	}
 	p("")
 	p("VERDICT: %s — %s", strings.ToUpper(r.Verdict.Grade), r.Verdict.Summary)
 	for _, s := range r.Verdict.Reasons {
