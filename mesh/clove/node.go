@@ -41,7 +41,7 @@ type Observation struct {
 	From  peer.ID // where the frame came from
 	To    peer.ID // where it went on ("" if nowhere)
 	Ack   bool    // the frame is an ack (a "reply" or "answer" event)
-	Data  []byte  // the packet or reply body as received (a copy)
+	Data  []byte  // the packet or reply body as received (read only)
 	Err   error   // why it was dropped
 }
 
