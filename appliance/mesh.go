@@ -59,6 +59,7 @@ func (n *Node) announce() {
 	if c.Location.Latitude != 0 || c.Location.Longitude != 0 {
 		a.Location = &mesh.Location{Lat: c.Location.Latitude, Lon: c.Location.Longitude}
 	}
+	a.Models, _, _ = n.engine.get()
 	if n.sensorSummary != nil {
 		a.Sensors = n.sensorSummary()
 	}

@@ -41,6 +41,10 @@ type Options struct {
 	// MeshListen are libp2p listen multiaddrs (default: TCP 4001 on all
 	// addresses).
 	MeshListen []string
+	// EngineURL is the local inference engine (inferd, default
+	// http://127.0.0.1:11435; "" for none): its models are announced to the
+	// mesh and the LAN page's chat box talks to it.
+	EngineURL string
 	// ManageLinks lets the node configure network links with netlink
 	// (mesh bridge, ULA): on the appliance, not in tests on a host.
 	ManageLinks bool
@@ -62,6 +66,7 @@ type Node struct {
 	mesh      *mesh.Node              // nil: not running
 	sensors   *sensors.Service        // nil: not running
 	ledger    *ledger.Node            // nil: not running
+	engine    localModels
 	// sensorsDone is closed when the sampler has flushed and returned.
 	sensorsDone chan struct{}
 
@@ -113,7 +118,11 @@ func New(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Logger, id: id, cfg: cfg, started: time.Now(), lnAddr: make(chan net.Addr, 1)}
 	n.loadCommunity()
-	lan, err := lanpage.New(n.sources(), lanpage.WithLogger(opts.Logger))
+	lopts := []lanpage.Option{lanpage.WithLogger(opts.Logger)}
+	if opts.EngineURL != "" {
+		lopts = append(lopts, lanpage.WithChatEndpoint(opts.EngineURL+"/v1"))
+	}
+	lan, err := lanpage.New(n.sources(), lopts...)
 	if err != nil {
 		return nil, fmt.Errorf("LAN page: %w", err)
 	}
@@ -194,6 +203,7 @@ func (n *Node) sources() lanpage.Sources {
 		Hardware:  n.hardwareView,
 		Land:      n.landView,
 		Ledger:    n.ledgerView,
+		Inference: n.inferenceView,
 		Community: n.communityView,
 	}
 }
@@ -259,6 +269,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer n.Close()
 	go n.announceLoop(ctx)
+	if n.opts.EngineURL != "" {
+		go n.pollEngine(ctx, n.opts.EngineURL)
+	}
 	n.lnAddr <- ln.Addr()
 	n.log.Info("LAN page", "addr", ln.Addr().String(), "name", n.Config().Name, "id", n.id.ID(), "version", n.opts.Version)
 	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -22,6 +22,7 @@ func main() {
 	var opts appliance.Options
 	flag.StringVar(&opts.PermDir, "perm", "/perm", "persistent directory (identity, config, data)")
 	flag.StringVar(&opts.Listen, "listen", "", "LAN page address (default: the node config's, normally :80)")
+	flag.StringVar(&opts.EngineURL, "engine", "http://127.0.0.1:11435", "local inference engine (inferd or Ollama-compatible); empty for none")
 	flag.BoolVar(&opts.ManageLinks, "manage-links", false, "configure the mesh bridge and ULA with netlink (the appliance sets it)")
 	flag.Parse()
 	opts.Version = version

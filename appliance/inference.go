@@ -1,0 +1,116 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/mesh"
+)
+
+// localModels is what the local inference engine (inferd, or any Ollama-
+// compatible engine) says it serves, polled from its /api/tags.
+type localModels struct {
+	mu      sync.Mutex
+	models  []mesh.Model // guarded by mu
+	healthy bool         // guarded by mu
+	err     error        // guarded by mu
+	checked time.Time    // guarded by mu
+}
+
+func (l *localModels) get() ([]mesh.Model, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]mesh.Model(nil), l.models...), l.healthy, l.err
+}
+
+// pollEngine asks the engine at base for its models every 15 s.
+func (n *Node) pollEngine(ctx context.Context, base string) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	poll := func() {
+		var tags struct {
+			Models []struct {
+				Name   string `json:"name"`
+				Digest string `json:"digest"`
+			} `json:"models"`
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/tags", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s/api/tags: %s", base, resp.Status)
+			} else {
+				err = json.NewDecoder(resp.Body).Decode(&tags)
+			}
+			resp.Body.Close()
+		}
+		var models []mesh.Model
+		for _, m := range tags.Models {
+			models = append(models, mesh.Model{Name: m.Name, Hash: m.Digest})
+		}
+		l := &n.engine
+		l.mu.Lock()
+		changed := len(models) != len(l.models) || l.healthy != (err == nil)
+		l.models, l.healthy, l.err, l.checked = models, err == nil, err, time.Now()
+		l.mu.Unlock()
+		if changed {
+			n.announce()
+		}
+	}
+	poll()
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			poll()
+		}
+	}
+}
+
+// inferenceView shows the models on the mesh and each node's serving state.
+func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
+	if n.opts.EngineURL == "" {
+		return lanpage.Inference{}, errors.New("no inference engine configured on this box")
+	}
+	var out lanpage.Inference
+	byName := map[string]*lanpage.Model{}
+	add := func(node string, ms []mesh.Model) {
+		for _, m := range ms {
+			lm := byName[m.Name]
+			if lm == nil {
+				lm = &lanpage.Model{Name: m.Name, Hash: m.Hash}
+				byName[m.Name] = lm
+			}
+			lm.Nodes = append(lm.Nodes, node)
+		}
+	}
+	self := n.Config().Name
+	models, healthy, _ := n.engine.get()
+	add(self, models)
+	out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: self, PeerID: n.id.ID(), Engine: "inferd", Healthy: healthy, Reputation: 1})
+	if n.mesh != nil {
+		for _, m := range n.mesh.Members() {
+			a := m.Announcement
+			if a == nil || len(a.Models) == 0 {
+				continue
+			}
+			add(m.Name, a.Models)
+			out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: m.Name, PeerID: m.ID.String(), Engine: "inferd",
+				Healthy: m.State == mesh.StateUp, Load: a.Load, Reputation: 1})
+		}
+	}
+	for _, m := range byName {
+		out.Models = append(out.Models, *m)
+	}
+	sort.Slice(out.Models, func(i, j int) bool { return out.Models[i].Name < out.Models[j].Name })
+	return out, nil
+}
