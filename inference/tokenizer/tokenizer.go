@@ -279,30 +279,7 @@ func New(v Vocab) (*Tokenizer, error) {
 		}
 	}
 
-	// End-of-generation tokens, found by text as llama.cpp does.
-	for w, id := range t.toID {
-		switch w {
-		case "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "<｜end▁of▁sentence｜>":
-			if t.eot < 0 {
-				t.eot = id
-			}
-		}
-		switch w {
-		case "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>":
-			t.eog[id] = true
-			t.attrs[id] = attrControl
-		case "<|fim_pad|>", "<fim-pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<|file_sep|>":
-			t.eog[id] = true
-		}
-	}
-	if t.eot >= 0 && t.attrs[t.eot]&attrControl == 0 {
-		t.attrs[t.eot] = attrControl
-	}
-	for _, id := range []int32{t.eos, t.eot, eom} {
-		if id >= 0 {
-			t.eog[id] = true
-		}
-	}
+	t.markSpecialByText(eom)
 
 	// Special tokens, longest first (parsed out of text before tokenizing).
 	for i, a := range t.attrs {
@@ -602,4 +579,99 @@ func cleanSpaces(s string) string {
 		out = append(out, x)
 	}
 	return string(out)
+}
+
+// Token texts llama.cpp recognises as special whatever the vocabulary's
+// token types say (llama-vocab.cpp, as in the llama.cpp release of
+// node-llama-cpp 3.22.1, the project's reference).
+var (
+	eotTexts = []string{"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+		"<EOT>", "_<EOT>", "[EOT]", "<end_of_utterance>"}
+	fimTexts = [][]string{
+		{"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>", "<|prefix|>"},
+		{"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>", "<|suffix|>"},
+		{"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>", "<|middle|>"},
+		{"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"},             // end generation
+		{"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}, // end generation
+		{"<|file_sep|>"}, // ends generation
+	}
+	eogTexts = []string{"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+		"<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+		"<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>"}
+)
+
+// firstID is the lowest id among the tokens with one of these texts.
+func (t *Tokenizer) firstID(texts []string) int32 {
+	best := int32(-1)
+	for _, w := range texts {
+		if id, ok := t.toID[w]; ok && (best < 0 || id < best) {
+			best = id
+		}
+	}
+	return best
+}
+
+// markSpecialByText finds EOT, FIM and end-of-generation tokens by their
+// text, marks them control (added to their type, as llama.cpp does) and
+// builds the end-of-generation set.
+func (t *Tokenizer) markSpecialByText(eom int32) {
+	if t.eot < 0 {
+		t.eot = t.firstID(eotTexts)
+	}
+	if t.eot >= 0 {
+		t.attrs[t.eot] |= attrControl
+	}
+	if eom < 0 {
+		eom = t.firstID([]string{"<|eom_id|>"})
+	}
+	if eom >= 0 {
+		t.attrs[eom] |= attrControl
+	}
+	for i, texts := range fimTexts {
+		if id := t.firstID(texts); id >= 0 {
+			t.attrs[id] |= attrControl
+			if i >= 3 {
+				t.eog[id] = true
+			}
+		}
+	}
+	for _, w := range eogTexts {
+		if id, ok := t.toID[w]; ok {
+			t.eog[id] = true
+			t.attrs[id] |= attrControl
+		}
+	}
+	// gpt-oss: these always render
+	for _, w := range []string{"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"} {
+		if id, ok := t.toID[w]; ok {
+			t.attrs[id] = attrUserDefined
+		}
+	}
+	for _, id := range []int32{t.eos, t.eot, eom} {
+		if id >= 0 {
+			t.eog[id] = true
+		}
+	}
+	eogText := func(w string) (int32, bool) {
+		id, ok := t.toID[w]
+		return id, ok && t.eog[id]
+	}
+	// o200k_harmony and solar-open: "<|end|>" does not end generation
+	if end, ok := eogText("<|end|>"); ok {
+		_, ret := eogText("<|return|>")
+		_, call := eogText("<|call|>")
+		_, calls := eogText("<|calls|>")
+		_, flush := eogText("<|flush|>")
+		if (ret && (call || calls)) || ((call || calls) && flush) {
+			delete(t.eog, end)
+			t.attrs[end] = attrUserDefined
+		}
+	}
+	// gemma4: "</s>" is text
+	if s, ok := eogText("</s>"); ok {
+		if _, tr := eogText("<|tool_response>"); tr {
+			delete(t.eog, s)
+			t.attrs[s] = attrNormal
+		}
+	}
 }
