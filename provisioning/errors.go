@@ -39,6 +39,8 @@ var (
 	ErrKeyEncrypted = errors.New("steward key is encrypted: passphrase needed")
 	// ErrBadPassphrase: the passphrase does not open the steward key.
 	ErrBadPassphrase = errors.New("wrong steward key passphrase")
+	// ErrReplayed: an invite that was already redeemed on this box.
+	ErrReplayed = errors.New("invite already used")
 	// ErrNoPending: sign was asked for but no update is waiting.
 	ErrNoPending = errors.New("no pending manifest update")
 )
