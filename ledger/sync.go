@@ -31,7 +31,7 @@ type summaryItem struct {
 const (
 	summaryItemSize  = 32 + 8 + 32 + 1
 	summaryPerMsg    = (MaxMessageSize - 16) / summaryItemSize
-	maxSummaryItems  = 1 << 20
+	maxSummaryItems  = 1 << 17 // chains per peer summary
 	batchTargetBytes = MaxMessageSize / 2
 )
 
@@ -428,10 +428,16 @@ func (n *Node) syncRead(r io.Reader, peerSummary chan<- map[MemberID]summaryItem
 				if err != nil {
 					return err
 				}
+				stats.ProofsReceived++
+				if q, err := n.isQuarantined(f.Author()); err != nil || q {
+					if err != nil {
+						return err
+					}
+					continue // already proven here: no write
+				}
 				if err := n.AddProof(f); err != nil {
 					return err
 				}
-				stats.ProofsReceived++
 			}
 		case msgDone:
 			return nil
@@ -461,4 +467,10 @@ func (n *Node) ingestUnknown(txs []*Tx) (int, error) {
 		return 0, err
 	}
 	return n.Ingest(unknown...)
+}
+
+func (n *Node) isQuarantined(m MemberID) (bool, error) {
+	var q bool
+	err := n.view(func(btx *bolt.Tx) error { q = btx.Bucket(bQuar).Get(m[:]) != nil; return nil })
+	return q, err
 }
