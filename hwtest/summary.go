@@ -122,6 +122,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 		p("GPU       %s %s:%s at %s, driver %s%s", g.Vendor, g.VendorID, g.DeviceID, g.PCIAddress, orDash(g.Driver), vram)
 	}
+	if len(r.GPUs) > 0 && r.GPUNote != "" {
+		p("          (%s)", r.GPUNote)
+	}
 	if len(r.I2C) == 0 {
 		p("I2C       no buses")
 	}

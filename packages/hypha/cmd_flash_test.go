@@ -170,3 +170,40 @@ func TestFlashCLIListsDisks(t *testing.T) {
 	}
 	t.Logf("\n%s", buf.String())
 }
+
+// TestFlashCLIConfirms: without -yes a block device is erased only after
+// the steward types "yes".
+func TestFlashCLIConfirms(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root (loop device)")
+	}
+	dir := t.TempDir()
+	back := filepath.Join(dir, "stick.raw")
+	os.WriteFile(back, make([]byte, 8<<20), 0o644)
+	out, err := exec.Command("losetup", "--find", "--show", back).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	img := filepath.Join(dir, "a.img")
+	b := make([]byte, 1<<20)
+	rand.Read(b)
+	os.WriteFile(img, b, 0o644)
+
+	var buf bytes.Buffer
+	err = flashMain(context.Background(), []string{img, dev}, strings.NewReader("no\n"), &buf, false)
+	if err == nil || !strings.Contains(err.Error(), "not confirmed; nothing was written") || !strings.Contains(buf.String(), "will be ERASED") {
+		t.Fatalf("err = %v, output %q", err, buf.String())
+	}
+	if got, _ := os.ReadFile(back); !bytes.Equal(got[:1<<20], make([]byte, 1<<20)) {
+		t.Fatal("device written without confirmation")
+	}
+	buf.Reset()
+	if err := flashMain(context.Background(), []string{img, dev}, strings.NewReader("yes\n"), &buf, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(back); !bytes.Equal(got[:1<<20], b) {
+		t.Fatal("confirmed flash did not write the image")
+	}
+}
