@@ -30,8 +30,16 @@ func quiet() *Prober {
 // TestLiveProbe runs every real probe on this machine and checks the report
 // against what the OS says through other channels.
 func TestLiveProbe(t *testing.T) {
+	before, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Now()
 	r := quiet().Run(context.Background())
+	after, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if took := time.Since(t0); took > 30*time.Second {
 		t.Errorf("probe took %v; the bandwidth and disk probes are bounded", took)
 	}
@@ -59,12 +67,15 @@ func TestLiveProbe(t *testing.T) {
 	if m.BandwidthProbe < 100*time.Millisecond || m.BandwidthProbe > 10*time.Second {
 		t.Errorf("bandwidth probe ran %v for a 150ms budget", m.BandwidthProbe)
 	}
-	// Every interface the stdlib sees is in the report, with its MTU.
-	ifs, err := net.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, i := range ifs {
+	// Every interface the stdlib sees before and after the probe, unchanged
+	// (other jobs may add or remove interfaces meanwhile), is in the report
+	// with its MTU and state.
+	for _, i := range before {
+		if !slices.ContainsFunc(after, func(a net.Interface) bool {
+			return a.Name == i.Name && a.Index == i.Index && a.MTU == i.MTU && a.Flags == i.Flags
+		}) {
+			continue
+		}
 		k := slices.IndexFunc(r.Network, func(n NIC) bool { return n.Name == i.Name })
 		if k < 0 {
 			t.Errorf("interface %s missing", i.Name)
