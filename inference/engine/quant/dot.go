@@ -209,28 +209,58 @@ func dotF32Generic(w []byte, x []float32) float32 {
 	return s0 + s1
 }
 
+func u16s(w []byte, n int) []uint16 {
+	_ = w[2*n-1]
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&w[0])), n)
+}
+
 func dotF16Generic(w []byte, x []float32) float32 {
-	var s0, s1 float32
 	n := len(x)
-	w = w[:2*n]
+	if n == 0 {
+		return 0
+	}
 	t := f16Table
-	i := 0
-	for ; i+2 <= n; i += 2 {
-		s0 += t[le.Uint16(w[2*i:])] * x[i]
-		s1 += t[le.Uint16(w[2*i+2:])] * x[i+1]
+	var s0, s1 float32
+	if littleEndian {
+		h := u16s(w, n)
+		i := 0
+		for ; i+2 <= n; i += 2 {
+			s0 += t[h[i]] * x[i]
+			s1 += t[h[i+1]] * x[i+1]
+		}
+		for ; i < n; i++ {
+			s0 += t[h[i]] * x[i]
+		}
+		return s0 + s1
 	}
-	for ; i < n; i++ {
+	for i := range x {
 		s0 += t[le.Uint16(w[2*i:])] * x[i]
 	}
-	return s0 + s1
+	return s0
 }
 
 func dotBF16Generic(w []byte, x []float32) float32 {
-	var s float32
-	for i, v := range x {
-		s += BF16ToF32(le.Uint16(w[2*i:])) * v
+	n := len(x)
+	if n == 0 {
+		return 0
 	}
-	return s
+	var s0, s1 float32
+	if littleEndian {
+		h := u16s(w, n)
+		i := 0
+		for ; i+2 <= n; i += 2 {
+			s0 += math.Float32frombits(uint32(h[i])<<16) * x[i]
+			s1 += math.Float32frombits(uint32(h[i+1])<<16) * x[i+1]
+		}
+		for ; i < n; i++ {
+			s0 += math.Float32frombits(uint32(h[i])<<16) * x[i]
+		}
+		return s0 + s1
+	}
+	for i, v := range x {
+		s0 += BF16ToF32(le.Uint16(w[2*i:])) * v
+	}
+	return s0
 }
 
 // The Q8_0/Q4_0 kernels accumulate like llama.cpp's AVX2 kernels: eight
