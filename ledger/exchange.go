@@ -21,7 +21,9 @@ import (
 // the error wraps ErrRejected and the reason's sentinel (ErrLimit,
 // ErrPrice, ErrWrongPrev, ErrChainLocked...). If the stream fails after the
 // proposal was sent, the chain stays locked until the proposal expires (plus
-// grace) or the completed transaction arrives by sync. ctx bounds the
+// grace) or the completed transaction arrives by sync. A node runs one
+// exchange at a time as proposer: a concurrent Pay fails fast with
+// ErrChainLocked (retry or queue). ctx bounds the
 // exchange (its deadline is applied to rw if rw has SetDeadline; on
 // cancellation rw is closed if it is an io.Closer).
 func (n *Node) Pay(ctx context.Context, rw io.ReadWriter, terms Terms) (*Tx, error) {

@@ -84,6 +84,11 @@ func TestForgedEntriesAreRejectedAndLoseNothing(t *testing.T) {
 			bd.Amount = -5
 			return signBoth(bd, b.key, a.key)
 		}, ErrInvalid},
+		{"fee to a party", func() *Tx {
+			bd := clone().Body
+			bd.Fee, bd.Commons = 5, bd.Payee
+			return signBoth(bd, b.key, a.key)
+		}, ErrInvalid},
 		{"missing signature", func() *Tx { f := clone(); f.PayeeSig = nil; return f }, ErrBadSignature},
 	}
 	for _, tt := range tests {

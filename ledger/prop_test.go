@@ -270,6 +270,9 @@ func TestPropertyForksMergeOrderIndependently(t *testing.T) {
 			b := Body{Payer: MemberOfKey(w.keys[i]), Payee: MemberOfKey(w.keys[j]), PayerPos: pos(i), PayeePos: pos(j),
 				Amount: rapid.Int64Range(1, 1000).Draw(t, "amount"), Unit: "credit",
 				Created: w.clk.Now(), Expires: w.clk.Now().Add(time.Minute)}
+			if fee := rapid.Int64Range(0, 50).Draw(t, "fee"); fee > 0 {
+				b.Fee, b.Commons = fee, w.rules.Commons
+			}
 			w.clk.Advance(time.Second)
 			tx := signBoth(b, w.keys[i], w.keys[j])
 			txs = append(txs, tx)

@@ -275,8 +275,8 @@ func (b *Body) Validate() error {
 		return fmt.Errorf("validate tx: fee %d is negative: %w", b.Fee, ErrInvalid)
 	case b.Fee > 0 && b.Commons.IsZero():
 		return fmt.Errorf("validate tx: fee %d without commons account: %w", b.Fee, ErrInvalid)
-	case b.Fee > 0 && (b.Commons == b.Payer):
-		return fmt.Errorf("validate tx: payer %s pays a fee to itself: %w", b.Payer.Short(), ErrInvalid)
+	case b.Fee > 0 && (b.Commons == b.Payer || b.Commons == b.Payee):
+		return fmt.Errorf("validate tx: fee %d to a party of the transaction (commons %s): %w", b.Fee, b.Commons.Short(), ErrInvalid)
 	case b.Amount > maxAmount || b.Fee > maxAmount:
 		return fmt.Errorf("validate tx: amount %d or fee %d above %d: %w", b.Amount, b.Fee, int64(maxAmount), ErrInvalid)
 	case b.Unit == "":
