@@ -208,7 +208,11 @@ func TestCorrectionIsACompensatingEntry(t *testing.T) {
 	clk := newClock()
 	a, b := newNode(t, testRules(), clk), newNode(t, testRules(), clk)
 	wrong := mustTransfer(t, a, b, 900)
-	fix, err := transfer(b, a, Terms{Payer: b.ID(), Payee: a.ID(), Amount: 900, Purpose: PurposeCorrection, Corrects: wrong.ID()})
+	terms := CorrectionOf(wrong)
+	if terms.Payer != b.ID() || terms.Payee != a.ID() || terms.Amount != 900 || terms.Corrects != wrong.ID() {
+		t.Fatalf("CorrectionOf: %+v", terms)
+	}
+	fix, err := transfer(b, a, terms)
 	if err != nil {
 		t.Fatal(err)
 	}

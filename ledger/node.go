@@ -580,3 +580,14 @@ func verifyAll(txs []*Tx) error {
 	}
 	return nil
 }
+
+// CorrectionOf returns the terms of the compensating transaction that
+// reverses t (ValueFlows `corrects`): the payee pays the amount back, naming
+// t. The fee, if any, is not reversed (it is a separate flow to the
+// commons). Nothing is deleted: both transactions stay in both chains.
+func CorrectionOf(t *Tx) Terms {
+	return Terms{
+		Payer: t.Body.Payee, Payee: t.Body.Payer, Amount: t.Body.Amount,
+		Purpose: PurposeCorrection, Bioregion: t.Body.Bioregion, Corrects: t.ID(),
+	}
+}
