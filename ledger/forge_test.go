@@ -391,3 +391,27 @@ func TestCompleteRejectsABadCountersignature(t *testing.T) {
 		t.Fatalf("balance %d after completing, want -10", got)
 	}
 }
+
+func TestProposalWithAWrongPrevOfTheProposerIsRejected(t *testing.T) {
+	clk := newClock()
+	a, b := newNode(t, testRules(), clk), newNode(t, testRules(), clk)
+	mustTransfer(t, a, b, 10) // B knows A's entry at seq 1
+	ha, _ := a.Head(a.ID())
+	hb, _ := b.Head(b.ID())
+	for _, pos := range []Position{
+		{Seq: 2, Prev: Hash{0xba, 0xd}}, // does not link to A's seq-1 entry
+		{Seq: 1},                        // reuses a seq B already holds
+	} {
+		body := Body{Payer: a.ID(), Payee: b.ID(), PayerPos: pos, PayeePos: hb.Next(), Amount: 5, Unit: "credit",
+			Created: clk.Now(), Expires: clk.Now().Add(time.Minute)}
+		body.normalize()
+		_, err := b.Countersign(&Proposal{Body: body, Proposer: a.ID(), Sig: body.Sign(a.key)})
+		if !errors.Is(err, ErrWrongPrev) {
+			t.Fatalf("proposal at %d/%s (A's head %d): %v, want ErrWrongPrev", pos.Seq, pos.Prev.String()[:4], ha.Seq, err)
+		}
+		t.Logf("rejected: %v", err)
+	}
+	if got := balance(t, b, b.ID()); got != 10 {
+		t.Fatalf("B's balance changed to %d", got)
+	}
+}
