@@ -51,8 +51,14 @@ func flashMain(ctx context.Context, args []string, stdin io.Reader, out io.Write
 	if err != nil {
 		return err
 	}
-	if tgt.IsBlock && !*yes {
-		fmt.Fprintf(out, "%s (%s) will be ERASED. Type yes to continue: ", device, humanBytes(tgt.Size))
+	confirm := ""
+	if tgt.IsBlock {
+		confirm = fmt.Sprintf("%s (%s) will be ERASED", device, humanBytes(tgt.Size))
+	} else if st, err := os.Stat(device); err == nil && st.Size() > 0 {
+		confirm = fmt.Sprintf("%s exists (%s) and will be OVERWRITTEN", device, humanBytes(st.Size()))
+	}
+	if confirm != "" && !*yes {
+		fmt.Fprintf(out, "%s. Type yes to continue: ", confirm)
 		line, _ := bufio.NewReader(stdin).ReadString('\n')
 		if strings.TrimSpace(line) != "yes" {
 			return fmt.Errorf("not confirmed; nothing was written (use -yes in scripts)")

@@ -24,7 +24,8 @@ func TestFlashCLIToFile(t *testing.T) {
 	out := filepath.Join(dir, "stick")
 	for _, tty := range []bool{false, true} {
 		var buf bytes.Buffer
-		if err := flashMain(context.Background(), []string{img, out}, strings.NewReader(""), &buf, tty); err != nil {
+		// The second round overwrites the first round's file: confirmed.
+		if err := flashMain(context.Background(), []string{img, out}, strings.NewReader("yes\n"), &buf, tty); err != nil {
 			t.Fatal(err)
 		}
 		s := buf.String()
@@ -41,6 +42,16 @@ func TestFlashCLIToFile(t *testing.T) {
 	got, _ := os.ReadFile(out)
 	if !bytes.Equal(got, b) {
 		t.Fatal("content differs")
+	}
+	// An existing file is not overwritten without a yes.
+	keep := filepath.Join(dir, "precious.txt")
+	os.WriteFile(keep, []byte("do not lose me"), 0o644)
+	var buf bytes.Buffer
+	if err := flashMain(context.Background(), []string{img, keep}, strings.NewReader("\n"), &buf, false); err == nil || !strings.Contains(buf.String(), "will be OVERWRITTEN") {
+		t.Fatalf("err = %v, output %q", err, buf.String())
+	}
+	if got, _ := os.ReadFile(keep); string(got) != "do not lose me" {
+		t.Fatal("existing file overwritten without confirmation")
 	}
 }
 
