@@ -3,6 +3,7 @@ package clove
 import (
 	"context"
 	"crypto/ecdh"
+	"crypto/rand"
 	"fmt"
 	"sync"
 	"time"
@@ -10,15 +11,66 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// result is the outcome of a Request, shared by its attempts.
+// result is the outcome of a Request, shared by its attempts: they carry
+// the same message id, so the serving node runs the handler once and reply
+// cloves from any attempt's paths rebuild the reply.
 type result struct {
+	id   MessageID
+	k    int
 	done chan struct{}
 	once sync.Once
 	msg  []byte // set before done closes
 	err  error  // set before done closes
+
+	mu  sync.Mutex
+	got []Clove // reply cloves; guarded by mu
 }
 
-func newResult() *result { return &result{done: make(chan struct{})} }
+func newResult(id MessageID, k int) *result { return &result{id: id, k: k, done: make(chan struct{})} }
+
+func newMessageID() MessageID {
+	var id MessageID
+	if _, err := rand.Read(id[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return id
+}
+
+func (r *result) replies() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}
+
+// add takes one reply clove and finishes r once K of them rebuild the reply.
+func (r *result) add(c Clove) {
+	if c.ID != r.id {
+		return
+	}
+	r.mu.Lock()
+	r.got = append(r.got, c)
+	got := append([]Clove(nil), r.got...)
+	r.mu.Unlock()
+	if distinct(got, seq(len(got))) < r.k {
+		return
+	}
+	msg, _, err := Combine(got)
+	if err != nil {
+		return // wait for another clove
+	}
+	if len(msg) < 1 {
+		r.finish(nil, fmt.Errorf("clove request: empty reply: %w", ErrMalformed))
+		return
+	}
+	switch msg[0] {
+	case replyOK:
+		r.finish(msg[1:], nil)
+	case replyErr:
+		r.finish(nil, fmt.Errorf("clove request: %q: %w", msg[1:], ErrRemote))
+	default:
+		r.finish(nil, fmt.Errorf("clove request: reply status %d: %w", msg[0], ErrMalformed))
+	}
+}
 
 func (r *result) finish(msg []byte, err error) {
 	r.once.Do(func() {
@@ -29,7 +81,6 @@ func (r *result) finish(msg []byte, err error) {
 
 // attempt is one sending of a request: N cloves over N paths.
 type attempt struct {
-	id     MessageID
 	k      int
 	res    *result
 	acked  chan struct{} // closed when K paths acked
@@ -37,10 +88,9 @@ type attempt struct {
 	paths  [][]Candidate
 
 	mu      sync.Mutex
-	got     []Clove // reply cloves; guarded by mu
-	acks    int     // guarded by mu
-	ackedBy []bool  // per path; guarded by mu
-	sendErr int     // guarded by mu
+	acks    int    // guarded by mu
+	ackedBy []bool // per path; guarded by mu
+	sendErr int    // guarded by mu
 	ackOnce sync.Once
 	failOne sync.Once
 }
@@ -68,33 +118,13 @@ func (pp *pendingPath) receive(kind byte, body []byte) {
 		return
 	}
 	c, err := DecodeClove(b)
-	if err != nil || c.ID != a.id {
+	if err != nil {
 		return
 	}
 	a.mu.Lock()
 	a.ackLocked(pp.path) // a reply is an ack too
-	a.got = append(a.got, c)
-	got := append([]Clove(nil), a.got...)
 	a.mu.Unlock()
-	if distinct(got, seq(len(got))) < a.k {
-		return
-	}
-	msg, _, err := Combine(got)
-	if err != nil {
-		return // wait for another clove
-	}
-	if len(msg) < 1 {
-		a.res.finish(nil, fmt.Errorf("clove request: empty reply: %w", ErrMalformed))
-		return
-	}
-	switch msg[0] {
-	case replyOK:
-		a.res.finish(msg[1:], nil)
-	case replyErr:
-		a.res.finish(nil, fmt.Errorf("clove request: %q: %w", msg[1:], ErrRemote))
-	default:
-		a.res.finish(nil, fmt.Errorf("clove request: reply status %d: %w", msg[0], ErrMalformed))
-	}
+	a.res.add(c)
 }
 
 func seq(n int) []int {
@@ -125,7 +155,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 	ctx, cancel := context.WithTimeout(ctx, n.p.Expiry)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }() // senders still dialling give up
-	res := newResult()
+	res := newResult(newMessageID(), n.p.K)
 	retries := max(n.p.Retries, 0)
 	for try := 0; ; try++ {
 		paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
@@ -153,7 +183,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 			return nil, fmt.Errorf("clove request to %s: %w", dest, ctx.Err())
 		case <-at.acked:
 			timer.Stop()
-			return n.wait(ctx, res, at)
+			return n.wait(ctx, res)
 		case <-at.failed:
 		case <-timer.C:
 		}
@@ -169,7 +199,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 		n.resends.Add(1)
 		n.log.Debug("resending over fresh paths", "unacked", len(unacked))
 	}
-	return n.wait(ctx, res, nil)
+	return n.wait(ctx, res)
 }
 
 // ackLocked records that path i works. Needs a.mu.
@@ -195,18 +225,12 @@ func (a *attempt) unackedPathsLocked() []int {
 	return out
 }
 
-func (n *Node) wait(ctx context.Context, res *result, at *attempt) ([]byte, error) {
+func (n *Node) wait(ctx context.Context, res *result) ([]byte, error) {
 	select {
 	case <-res.done:
 		return res.msg, res.err
 	case <-ctx.Done():
-		got := 0
-		if at != nil {
-			at.mu.Lock()
-			got = len(at.got)
-			at.mu.Unlock()
-		}
-		return nil, fmt.Errorf("clove request: %d of %d reply cloves: %w", got, n.p.K, ctx.Err())
+		return nil, fmt.Errorf("clove request: %d of %d reply cloves: %w", res.replies(), n.p.K, ctx.Err())
 	}
 }
 
@@ -215,23 +239,23 @@ func (n *Node) requestOver(ctx context.Context, dest Candidate, paths [][]Candid
 	ctx, cancel := context.WithTimeout(ctx, n.p.Expiry)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	res := newResult()
-	at, cleanup, err := n.start(ctx, &wg, res, dest, paths, req)
+	res := newResult(newMessageID(), n.p.K)
+	_, cleanup, err := n.start(ctx, &wg, res, dest, paths, req)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	return n.wait(ctx, res, at)
+	return n.wait(ctx, res)
 }
 
-// start splits req, builds one packet per path, registers the paths as
+// start splits req (fresh key, the request's message id), builds one packet per path, registers the paths as
 // pending and sends the packets (in goroutines tracked by wg). cleanup
 // unregisters the paths.
 func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest Candidate, paths [][]Candidate, req []byte) (*attempt, func(), error) {
 	if len(req) > n.p.MaxMessage() {
 		return nil, nil, fmt.Errorf("clove request: %d bytes, max %d: %w", len(req), n.p.MaxMessage(), ErrTooLarge)
 	}
-	cloves, err := Split(req, n.p.N, n.p.K)
+	cloves, err := SplitID(res.id, req, n.p.N, n.p.K)
 	if err != nil {
 		return nil, nil, fmt.Errorf("clove request: %w", err)
 	}
@@ -244,7 +268,7 @@ func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest 
 	if !ok {
 		deadline = time.Now().Add(n.p.Expiry)
 	}
-	at := &attempt{id: cloves[0].ID, k: n.p.K, res: res, acked: make(chan struct{}), failed: make(chan struct{}), paths: paths,
+	at := &attempt{k: n.p.K, res: res, acked: make(chan struct{}), failed: make(chan struct{}), paths: paths,
 		ackedBy: make([]bool, len(paths))}
 	type out struct {
 		key linkKey

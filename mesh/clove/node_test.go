@@ -494,7 +494,7 @@ func TestRemoteErrorAndSizes(t *testing.T) {
 // of the silent paths, and is answered.
 func TestResendOverFreshPaths(t *testing.T) {
 	p := testParams()
-	p.AckTimeout = 300 * time.Millisecond
+	p.AckTimeout = 2 * time.Second // the working paths must ack in time, even on a loaded machine
 	c := newCluster(t, 18, p, echo) // 16 relays
 	for _, dead := range []int{2, 4} {
 		_ = c.nodes[dead].Close()
@@ -527,5 +527,39 @@ func TestResendOverFreshPaths(t *testing.T) {
 		if _, ok := calls[1][c.hosts[i].ID()]; !ok {
 			t.Errorf("node%d of an acknowledged path excluded", i)
 		}
+	}
+}
+
+// TestResendServesOnce: a resend reuses the message id, so when the first
+// attempt was only slow the serving node still runs the handler once, and
+// reply cloves from both attempts' paths rebuild the reply.
+func TestResendServesOnce(t *testing.T) {
+	p := testParams()
+	p.AckTimeout = 10 * time.Millisecond // resend before any ack can come back
+	p.Retries = 3
+	var mu sync.Mutex
+	calls := 0
+	h := func(ctx context.Context, req []byte) ([]byte, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		time.Sleep(200 * time.Millisecond)
+		return echo(ctx, req)
+	}
+	c := newCluster(t, 26, p, h) // 24 relays: 3 attempts of 4 x 2 fit
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("once"))
+	if err != nil || string(got) != "answer to: once" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if r := c.nodes[asker].Stats().Resends; r < 1 {
+		t.Fatalf("%d resends, want at least 1 (AckTimeout 10ms)", r)
+	}
+	time.Sleep(300 * time.Millisecond) // let late cloves arrive
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("handler ran %d times, want once", calls)
 	}
 }

@@ -11,7 +11,7 @@ func TestOnionPeelEveryHop(t *testing.T) {
 	for _, L := range []int{1, 2, 3, 5} {
 		H := L + 1
 		ids, hops := testPath(t, H)
-		payload := []byte("the clove inside the onion")
+		payload := []byte("the clove inside the onion, never visible to a relay")
 		const size = 2048
 		deadline := time.Now().Add(time.Minute).UnixMilli()
 		pkt, keys, err := buildPacket(hops, deadline, payload, size)
@@ -32,6 +32,11 @@ func TestOnionPeelEveryHop(t *testing.T) {
 			p, err := peel(ids[i].priv, pkt, H)
 			if err != nil {
 				t.Fatalf("L=%d hop %d: %v", L, i, err)
+			}
+			// Even all relays together hold only ciphertext: the payload
+			// is inside the serving node's layer.
+			if i < H-1 && (bytes.Contains(pkt, payload[:16]) || bytes.Contains(p.out, payload[:16])) {
+				t.Fatalf("L=%d: relay %d sees the payload", L, i)
 			}
 			if p.keys != keys[i] {
 				t.Fatalf("L=%d hop %d: keys differ from the sender's", L, i)

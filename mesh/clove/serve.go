@@ -50,7 +50,7 @@ func (n *Node) deliver(from peer.ID, f frame, p peeled) error {
 		in = &inbound{expires: p.r.deadline}
 		n.inbound[c.ID] = in
 	}
-	if len(in.paths) >= int(c.N) {
+	if len(in.paths) >= MaxN { // N per attempt, at most 4 attempts
 		n.mu.Unlock()
 		return fmt.Errorf("clove deliver: message %x has %d paths already: %w", c.ID[:4], len(in.paths), ErrMalformed)
 	}
@@ -115,7 +115,9 @@ func (n *Node) serve(id MessageID, req []byte, deadline int64) {
 	if len(msg)-1 > n.p.MaxMessage() {
 		msg = append([]byte{replyErr}, fmt.Sprintf("reply of %d bytes exceeds %d", len(msg)-1, n.p.MaxMessage())...)
 	}
-	cloves, err := SplitID(id, msg, n.p.N, n.p.K)
+	// MaxN reply cloves: one for each path this message may arrive on
+	// (resends reuse the message id); any K rebuild the reply.
+	cloves, err := SplitID(id, msg, MaxN, n.p.K)
 	if err != nil {
 		n.log.Warn("reply split failed", "err", err)
 		return
