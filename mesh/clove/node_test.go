@@ -494,7 +494,7 @@ func TestRemoteErrorAndSizes(t *testing.T) {
 // of the silent paths, and is answered.
 func TestResendOverFreshPaths(t *testing.T) {
 	p := testParams()
-	p.AckTimeout = 2 * time.Second // the working paths must ack in time, even on a loaded machine
+	p.AckTimeout = 2 * time.Second  // the working paths must ack in time, even on a loaded machine
 	c := newCluster(t, 18, p, echo) // 16 relays
 	for _, dead := range []int{2, 4} {
 		_ = c.nodes[dead].Close()
