@@ -19,7 +19,7 @@ TEST_PREREQS :=
 .PHONY: help deps build image image-rpi demo test test-short bench lint fmt clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 deps: ## install missing Debian packages (apt-get update once, then install)
 	@missing=""; for p in $(DEBS); do \

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/univrs/hypha/appliance/lanpage"
 )
 
 func TestIdentityPersistsAndRefusesCorruptKey(t *testing.T) {
@@ -229,4 +231,30 @@ func get(t *testing.T, u string) []byte {
 		t.Fatalf("GET %s: %s: %s", u, resp.Status, b)
 	}
 	return b
+}
+
+func TestStewardEditsNodeConfig(t *testing.T) {
+	perm := t.TempDir()
+	n, err := New(Options{PermDir: perm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.setNodeConfig(context.Background(), lanpage.NodeConfigEdit{Name: "riverbend-1", Location: "47.5, 8.25", Bioregion: "River Bend"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.setNodeConfig(context.Background(), lanpage.NodeConfigEdit{Name: "Bad Name"}); err == nil {
+		t.Fatal("an invalid name was accepted")
+	}
+	if err := n.setNodeConfig(context.Background(), lanpage.NodeConfigEdit{Name: "ok", Location: "north"}); err == nil || !strings.Contains(err.Error(), "latitude,longitude") {
+		t.Fatalf("bad location: err = %v", err)
+	}
+	// Reloaded from /perm, as after a reboot.
+	n2, err := New(Options{PermDir: perm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := n2.Config()
+	if c.Name != "riverbend-1" || c.Location.Latitude != 47.5 || c.Location.Longitude != 8.25 || c.Location.Place != "River Bend" {
+		t.Fatalf("saved config: %+v", c)
+	}
 }

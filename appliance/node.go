@@ -118,15 +118,6 @@ func New(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Logger, id: id, cfg: cfg, started: time.Now(), lnAddr: make(chan net.Addr, 1)}
 	n.loadCommunity()
-	lopts := []lanpage.Option{lanpage.WithLogger(opts.Logger)}
-	if opts.EngineURL != "" {
-		lopts = append(lopts, lanpage.WithChatEndpoint(opts.EngineURL+"/v1"))
-	}
-	lan, err := lanpage.New(n.sources(), lopts...)
-	if err != nil {
-		return nil, fmt.Errorf("LAN page: %w", err)
-	}
-	n.lan = lan
 	return n, nil
 }
 
@@ -248,6 +239,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if addr == "" {
 		addr = n.Config().LANListen
 	}
+	if err := n.newLANPage(ctx); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("LAN page: %w", err)
@@ -271,6 +265,9 @@ func (n *Node) Run(ctx context.Context) error {
 	go n.announceLoop(ctx)
 	if n.opts.EngineURL != "" {
 		go n.pollEngine(ctx, n.opts.EngineURL)
+	}
+	if n.opts.ManageLinks {
+		go n.answerLocalName(ctx)
 	}
 	n.lnAddr <- ln.Addr()
 	n.log.Info("LAN page", "addr", ln.Addr().String(), "name", n.Config().Name, "id", n.id.ID(), "version", n.opts.Version)
