@@ -107,7 +107,7 @@ func communityMain(_ context.Context, args []string, stdin io.Reader, stdout io.
 			return err
 		}
 		commPrintManifest(stdout, c)
-		return nil
+		return commPrintPending(stdout, *dir, c)
 	case "invite":
 		role := fs.String("role", provisioning.RoleBox, "box or steward")
 		subject := fs.String("key", "", "public key (ed25519:...) of the new steward, or of the box when known")
@@ -356,6 +356,60 @@ func commPrintManifest(w io.Writer, c *provisioning.Community) {
 	fmt.Fprintf(w, "cloves     n=%d k=%d, %d-hop paths\n", m.Clove.N, m.Clove.K, m.Clove.L)
 	fmt.Fprintf(w, "bootstrap  %s\n", strings.Join(m.BootstrapPeers, " "))
 	fmt.Fprintf(w, "mesh key   fingerprint %s\n", c.PSK.Fingerprint())
+}
+
+// commPrintPending describes manifest.pending.json, if any: what it
+// changes and how many signatures it still needs.
+func commPrintPending(w io.Writer, dir string, c *provisioning.Community) error {
+	b, err := os.ReadFile(filepath.Join(dir, provisioning.PendingFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sm, err := provisioning.DecodeSignedManifest(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", provisioning.PendingFile, err)
+	}
+	next, err := sm.Manifest()
+	if err != nil {
+		return fmt.Errorf("%s: %w", provisioning.PendingFile, err)
+	}
+	signers := 0
+	for _, sg := range sm.Signatures {
+		if c.Manifest.IsSteward(sg.Key) {
+			signers++
+		}
+	}
+	fmt.Fprintf(w, "\npending update to serial %d: %d of %d current steward signatures (needs %d; the new manifest needs %d of its own)\n",
+		next.Serial, signers, len(c.Manifest.Stewards), c.Manifest.StewardThreshold, next.StewardThreshold)
+	old := map[string]string{}
+	for _, r := range c.Manifest.Rules() {
+		old[r.Name] = r.Value
+	}
+	for _, r := range next.Rules() {
+		if old[r.Name] != r.Value {
+			fmt.Fprintf(w, "  %s: %s -> %s\n", r.Name, old[r.Name], r.Value)
+		}
+	}
+	for _, s := range next.Stewards {
+		if !c.Manifest.IsSteward(s.PublicKey) {
+			fmt.Fprintf(w, "  + steward %s %s\n", s.Name, s.PublicKey)
+		}
+	}
+	for _, s := range c.Manifest.Stewards {
+		if !next.IsSteward(s.PublicKey) {
+			fmt.Fprintf(w, "  - steward %s %s\n", s.Name, s.PublicKey)
+		}
+	}
+	if a, b := strings.Join(c.Manifest.BootstrapPeers, " "), strings.Join(next.BootstrapPeers, " "); a != b {
+		fmt.Fprintf(w, "  bootstrap: %s -> %s\n", a, b)
+	}
+	if a, b := strings.Join(c.Manifest.Verifiers.Members, " "), strings.Join(next.Verifiers.Members, " "); a != b {
+		fmt.Fprintf(w, "  verifiers: %s -> %s\n", a, b)
+	}
+	return nil
 }
 
 func commParseLocation(s string) (provisioning.Location, error) {

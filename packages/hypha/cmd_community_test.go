@@ -79,6 +79,11 @@ func TestCommunityCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "waiting for more steward signatures") {
 		t.Fatalf("update: %v %s", err, out)
 	}
+	out, err = runComm(t, "", "show", "-dir", dir)
+	if err != nil || !strings.Contains(out, "pending update to serial 3: 1 of 2 current steward signatures (needs 1; the new manifest needs 2 of its own)") ||
+		!strings.Contains(out, "manifest updates: 1 of 2 stewards -> 2 of 2 stewards") {
+		t.Fatalf("show with a pending update: %v\n%s", err, out)
+	}
 	// Bob signs from his own copy of the directory.
 	for _, f := range []string{provisioning.ManifestFile, provisioning.PendingFile, provisioning.PSKFile, provisioning.PasswordFile} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
