@@ -276,6 +276,37 @@ func TestOpenAIClient(t *testing.T) {
 		t.Errorf("streamed completion %q (%v), want %q", text.String(), cs.Err(), cr.Choices[0].Text)
 	}
 
+	// logprobs of the generated tokens; the same seed and settings give the same sample
+	params.Stop = openai.ChatCompletionNewParamsStopUnion{}
+	params.Logprobs = openai.Bool(true)
+	params.Temperature = openai.Float(0.9)
+	params.Seed = openai.Int(42)
+	s1, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.Choices[0].Message.Content != s2.Choices[0].Message.Content {
+		t.Errorf("same seed, different samples: %q vs %q", s1.Choices[0].Message.Content, s2.Choices[0].Message.Content)
+	}
+	lps := s1.Choices[0].Logprobs.Content
+	var joined strings.Builder
+	for _, lp := range lps {
+		joined.WriteString(lp.Token)
+		if lp.Logprob > 0 {
+			t.Errorf("log-probability %v > 0", lp.Logprob)
+		}
+	}
+	if len(lps) != 10 || joined.String() != s1.Choices[0].Message.Content {
+		t.Errorf("logprobs: %d entries spelling %q, content %q", len(lps), joined.String(), s1.Choices[0].Message.Content)
+	}
+	if m, err := c.Models.Get(ctx, modelName); err != nil || m.ID != modelName {
+		t.Errorf("Models.Get = %+v, %v", m, err)
+	}
+
 	_, err = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "nope", Messages: params.Messages})
 	var ae *openai.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 404 || ae.Code != "model_not_found" {
@@ -453,6 +484,35 @@ func TestBadModels(t *testing.T) {
 	var ae *openai.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 404 || !strings.Contains(ae.Message, "cannot be served") {
 		t.Errorf("bad model: %v", err)
+	}
+}
+
+// TestModelAppears: a model copied into the directory while the server runs
+// is served without a restart.
+func TestModelAppears(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{ModelsDir: dir})
+	c := ollamaClient(t, ts)
+	if l, err := c.List(context.Background()); err != nil || len(l.Models) != 0 {
+		t.Fatalf("List = %+v, %v", l, err)
+	}
+	b, err := os.ReadFile(filepath.Join(testModelDir(t), modelName+".gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "late.gguf"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := c.List(context.Background())
+		if err == nil && len(l.Models) == 1 && l.Models[0].Name == "late" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("model not picked up: %+v, %v", l, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
