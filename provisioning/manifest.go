@@ -374,26 +374,36 @@ func (s *SignedManifest) Sign(priv ed25519.PrivateKey) error {
 }
 
 // countSignatures returns how many distinct stewards of set validly signed
-// the body. A signature by a key that is not in set is ignored for the count;
-// a signature by a key in set that does not verify is an error (a forgery or
-// a body altered after signing).
-func (s *SignedManifest) countSignatures(set *Manifest) (int, error) {
+// the body. Signatures by keys outside set are ignored. Signatures by
+// stewards that do not verify are not counted either (so junk appended by a
+// relay cannot veto a valid manifest), but when the count falls short they
+// make the error a forgery error rather than a missing-signature one.
+func (s *SignedManifest) countSignatures(set *Manifest, threshold int) error {
 	b, err := s.compactBody()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	msg := append([]byte(manifestDomain), b...)
 	seen := map[string]bool{}
+	var bad PublicKey
 	for _, sg := range s.Signatures {
 		if len(sg.Key) != ed25519.PublicKeySize || !set.IsSteward(sg.Key) || seen[string(sg.Key)] {
 			continue
 		}
 		if !ed25519.Verify(ed25519.PublicKey(sg.Key), msg, sg.Sig) {
-			return 0, fmt.Errorf("signature of steward %s does not match the manifest body (forged or altered): %w", sg.Key, ErrBadSignature)
+			bad = sg.Key
+			continue
 		}
 		seen[string(sg.Key)] = true
 	}
-	return len(seen), nil
+	if len(seen) >= threshold {
+		return nil
+	}
+	if bad != nil {
+		return fmt.Errorf("signature of steward %s does not match the manifest body (forged or altered); %d valid, threshold is %d: %w",
+			bad, len(seen), threshold, ErrBadSignature)
+	}
+	return fmt.Errorf("%d valid steward signatures, threshold is %d: %w", len(seen), threshold, ErrNotEnoughSignatures)
 }
 
 // Verify decodes the body, validates it and checks that at least
@@ -405,13 +415,8 @@ func (s *SignedManifest) Verify() (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify manifest: %w", err)
 	}
-	n, err := s.countSignatures(m)
-	if err != nil {
+	if err := s.countSignatures(m, m.StewardThreshold); err != nil {
 		return nil, fmt.Errorf("verify manifest %q serial %d: %w", m.Name, m.Serial, err)
-	}
-	if n < m.StewardThreshold {
-		return nil, fmt.Errorf("verify manifest %q serial %d: %d valid steward signatures, threshold is %d: %w",
-			m.Name, m.Serial, n, m.StewardThreshold, ErrNotEnoughSignatures)
 	}
 	return m, nil
 }
@@ -441,12 +446,8 @@ func VerifyUpdate(current, next *SignedManifest) (*Manifest, error) {
 			return nil, fmt.Errorf("verify update: serial %d names previous %.16s…, current is %.16s…: %w", nm.Serial, nm.Previous, h, ErrInvalid)
 		}
 	}
-	n, err := next.countSignatures(cur)
-	if err != nil {
-		return nil, fmt.Errorf("verify update: %w", err)
-	}
-	if n < cur.StewardThreshold {
-		return nil, fmt.Errorf("verify update: %d signatures by current stewards, threshold is %d: %w", n, cur.StewardThreshold, ErrNotEnoughSignatures)
+	if err := next.countSignatures(cur, cur.StewardThreshold); err != nil {
+		return nil, fmt.Errorf("verify update: by current stewards: %w", err)
 	}
 	return nm, nil
 }

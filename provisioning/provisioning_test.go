@@ -193,6 +193,10 @@ func TestLoadCommunityRejectsTampering(t *testing.T) {
 			sm.Body = nb // signature of the founder no longer matches; the intruder's key is not counted
 			sm.Signatures = append(sm.Signatures, signRaw(sm, intruder))
 		}, nil, ""}, // self-consistent forgery: only VerifyUpdate / the baked anchor stops it (see TestUpdates)
+		{"junk signature appended for the founder's key", func(sm *SignedManifest) {
+			// Two signatures by one key: the valid one counts, the junk is ignored.
+			sm.Signatures = append([]Signature{{Key: sm.Signatures[0].Key, Sig: make([]byte, 64)}}, sm.Signatures...)
+		}, nil, ""},
 		{"unknown field", func(sm *SignedManifest) {
 			sm.Body = bytes.Replace(sm.Body, []byte(`{"version"`), []byte(`{"evil":1,"version"`), 1)
 		}, ErrMalformed, "unknown field"},
@@ -311,7 +315,7 @@ func TestUpdatesNeedStewardThreshold(t *testing.T) {
 		t.Fatal(err)
 	}
 	fb, _ := fsm.Encode()
-	if _, err := ApplyUpdate(perm, fb); !errors.Is(err, ErrNotEnoughSignatures) || !strings.Contains(err.Error(), "by current stewards") {
+	if _, err := ApplyUpdate(perm, fb); !errors.Is(err, ErrNotEnoughSignatures) || !strings.Contains(err.Error(), "by current stewards: 0 valid") {
 		t.Fatalf("hostile takeover: %v", err)
 	}
 	// A wrong chain link is refused.
