@@ -90,3 +90,36 @@ func TestMaxMessageFits(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectory(t *testing.T) {
+	var d Directory
+	_, a := newTestIdentity(t)
+	_, b := newTestIdentity(t)
+	if err := d.Add(a.Candidate()); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := b.Candidate().MarshalBinary()
+	if err := d.AddBinary(enc); err != nil {
+		t.Fatal(err)
+	}
+	forged := b.Candidate()
+	forged.ID = a.ID()
+	if err := d.Add(forged); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("forged candidate: %v", err)
+	}
+	if err := d.AddBinary(enc[:5]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("truncated candidate: %v", err)
+	}
+	if got := d.Candidates(); len(got) != 2 {
+		t.Fatalf("%d candidates, want 2", len(got))
+	}
+	for _, c := range d.Candidates() {
+		if c.ID == a.ID() && c.Key != a.Candidate().Key {
+			t.Fatal("forged key replaced the real one")
+		}
+	}
+	d.Remove(a.ID())
+	if got := d.Candidates(); len(got) != 1 || got[0].ID != b.ID() {
+		t.Fatalf("after Remove: %v", got)
+	}
+}
