@@ -115,7 +115,8 @@ type Config struct {
 	Log *slog.Logger
 	// Parallel is the number of generations that run at once; default 1.
 	Parallel int
-	// Queue is the number of requests that may wait for a turn; default 8.
+	// Queue is the number of requests that may wait for a turn; default 8,
+	// negative means none (refuse whenever Parallel are running).
 	Queue int
 	// CacheBytes bounds the KV cache of each loaded model; default 1 GiB.
 	CacheBytes int64

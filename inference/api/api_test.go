@@ -608,3 +608,28 @@ func TestCacheState(t *testing.T) {
 		}
 	}
 }
+
+// TestKVBound: a prompt larger than the KV memory bound is a 400; a
+// generation that outgrows it ends with finish_reason "length" (the last
+// sampled token needs no KV slot, hence 41 of 40).
+func TestKVBound(t *testing.T) {
+	const perToken = 2 * 2 * 16 * 2 * 4 // layers * kv heads * head dim * (K,V) * 4 bytes
+	ts := startServer(t, Config{CacheBytes: 40 * perToken})
+	c := openaiClient(ts)
+	long := strings.Repeat("word ", 80)
+	_, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: modelName,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(long)}, MaxTokens: openai.Int(4)})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || !strings.Contains(ae.Message, "KV") {
+		t.Errorf("prompt over the KV bound: %v", err)
+	}
+	r, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: modelName,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("one two three")}, MaxTokens: openai.Int(100),
+		Temperature: openai.Float(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Choices[0].FinishReason != "length" || r.Usage.TotalTokens > 41 || r.Usage.CompletionTokens < 20 {
+		t.Errorf("generation past the KV bound: finish %q, usage %+v", r.Choices[0].FinishReason, r.Usage)
+	}
+}

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/univrs/hypha/inference/engine"
@@ -62,11 +64,22 @@ func (b builtinModel) NewSampler(p Sampling) Sampler {
 type builtinCache struct{ c *engine.Cache }
 
 func (b builtinCache) Eval(ctx context.Context, tokens []int32) ([]float32, int, error) {
-	return b.c.Eval(ctx, tokens)
+	l, n, err := b.c.Eval(ctx, tokens)
+	return l, n, requestErr(err)
 }
 
 func (b builtinCache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
-	return b.c.Score(ctx, tokens)
+	l, err := b.c.Score(ctx, tokens)
+	return l, requestErr(err)
+}
+
+// requestErr marks the engine's complaints about the request (bad tokens,
+// too long for the context or the KV memory bound) as ErrBadRequest.
+func requestErr(err error) error {
+	if err != nil && (errors.Is(err, engine.ErrInput) || errors.Is(err, engine.ErrCacheFull)) {
+		return fmt.Errorf("%w: %w", err, ErrBadRequest)
+	}
+	return err
 }
 
 func (b builtinCache) State(since uint64) CacheState {

@@ -100,6 +100,12 @@ func (s *Server) generate(ctx context.Context, lm *loadedModel, prompt []int32, 
 			break
 		}
 		if logits, _, err = lm.cache.Eval(ctx, seq); err != nil {
+			if errors.Is(err, ErrBadRequest) {
+				// the sequence outgrew what the engine holds (KV memory
+				// bound): end the generation as if max_tokens were reached
+				s.log.Info("inferd: generation stopped by the engine", "err", err)
+				break
+			}
 			return res, s.engineErr("generation", err)
 		}
 	}
