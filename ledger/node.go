@@ -123,11 +123,11 @@ func (n *Node) updateLocked(fn func(*bolt.Tx) error) error {
 type Terms struct {
 	Payer        MemberID
 	Payee        MemberID
-	Amount       int64
+	Amount       int64 // milli-units; 0 with a Receipt: priced by the rule
 	Purpose      string
-	Bioregion    string // default: the node's (WithBioregion)
-	Corrects     Hash   // the transaction this one compensates, if any
-	Observations []Observation
+	Bioregion    string        // default: the node's (WithBioregion)
+	Corrects     Hash          // the transaction this one compensates, if any
+	Observations []Observation // zero times are set to the proposal's time
 	Receipt      *Receipt
 }
 
@@ -223,6 +223,11 @@ func (n *Node) Propose(terms Terms, cpHead Head) (*Proposal, error) {
 	}
 	if b.Bioregion == "" {
 		b.Bioregion = n.bioregion
+	}
+	for i := range b.Observations {
+		if b.Observations[i].Time.IsZero() {
+			b.Observations[i].Time = now // a snapshot without times is of this moment
+		}
 	}
 	if terms.Receipt != nil {
 		r := *terms.Receipt
