@@ -27,7 +27,7 @@ func (n *Node) hardwareView(context.Context) (lanpage.Hardware, error) {
 	if err != nil {
 		return lanpage.Hardware{}, fmt.Errorf("%s: %w", p, err)
 	}
-	h := lanpage.Hardware{Generated: r.Generated, Machine: r.CPU.Model, Summary: r.Summary()}
+	h := lanpage.Hardware{Generated: r.Generated, Machine: r.Machine, Summary: r.Summary()}
 	switch r.Verdict.Grade {
 	case "inference", "light-inference":
 		h.Verdict = "qualified"
