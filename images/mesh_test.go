@@ -4,59 +4,112 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/univrs/hypha/images"
 	"github.com/univrs/hypha/provisioning"
+	"github.com/univrs/hypha/provisioning/flash"
 )
 
-// TestTwoAppliancesMesh boots two appliances of one community, joined by a
-// virtual LAN on loopback (qemu socket netdev), and waits until each LAN
-// page lists the other as an up peer — what `make demo` shows.
-func TestTwoAppliancesMesh(t *testing.T) {
-	needQemu(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	community := filepath.Join(dir, "community")
-	t.Setenv("HYPHA_STEWARD_PASSWORD", "test-steward")
+// bakedImage builds an image with a new community baked into /perm.
+func bakedImage(t *testing.T, ctx context.Context, dir, name string) string {
+	t.Helper()
+	community := filepath.Join(dir, name+"-community")
 	if _, _, err := provisioning.Init(community, provisioning.InitOptions{
-		Name: "Test Valley", Bioregion: "Test Basin", StewardName: "Tess", Password: "test-steward",
+		Name: name, Bioregion: "Test Basin", StewardName: "Tess", Password: "test-steward",
 	}); err != nil {
 		t.Fatal(err)
 	}
-	perm := filepath.Join(dir, "perm")
+	perm := filepath.Join(dir, name+"-perm")
 	if err := provisioning.BakePerm(community, perm); err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(dir, "mesh.img")
+	img := filepath.Join(dir, name+".img")
 	if _, err := images.Build(ctx, images.Options{Config: loadConfig(t, "amd64"), Target: images.Targets["amd64"],
 		Version: "mesh-1", Output: img, PermDir: perm, ModuleDir: ".."}); err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// loopDevice attaches a sparse file of size bytes as a loop device.
+func loopDevice(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	f := filepath.Join(dir, "stick.raw")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("losetup: %v: %s", err, out)
+		}
+		t.Skipf("no loop devices here: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// TestCommunityMeshOfAppliances is the steward's whole path: a community
+// is created, its image flashed to a (loop-device) stick with hypha's
+// flasher, and that stick boots in qemu and meshes with a second
+// appliance of the same community over a virtual LAN on loopback. A third
+// appliance, provisioned for another community, sits on the same LAN and
+// is never admitted. This is what `make demo` shows with two appliances.
+func TestCommunityMeshOfAppliances(t *testing.T) {
+	needQemu(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	img := bakedImage(t, ctx, dir, "Test Valley")
+	other := bakedImage(t, ctx, dir, "Other Hill")
+
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stick := loopDevice(t, dir, fi.Size())
+	res, err := flash.Flash(ctx, img, stick, flash.Options{})
+	if err != nil {
+		t.Fatalf("flash %s to %s: %v", img, stick, err)
+	}
+	t.Logf("flashed %s: %+v", stick, res)
 	img2 := img + ".node1"
 	if err := images.CopySparse(img, img2); err != nil {
 		t.Fatal(err)
 	}
-	link := freeAddr(t)
-	var vms []*images.VM
-	for i, disk := range []string{img, img2} {
-		vm := &images.VM{Image: disk, LANAddr: freeAddr(t), Dir: disk + ".vm", ExtraArgs: images.MeshLink(i, link)}
+
+	linkB, linkC := freeAddr(t), freeAddr(t)
+	// The stick's appliance has two mesh ports (its netconf bridges them),
+	// cabled to the second appliance and to the outsider.
+	vms := []*images.VM{
+		{Image: stick, LANAddr: freeAddr(t), Dir: filepath.Join(dir, "vm-stick"),
+			ExtraArgs: append(images.MeshNIC(0, 0, "listen", linkB), images.MeshNIC(0, 1, "listen", linkC)...)},
+		{Image: img2, LANAddr: freeAddr(t), Dir: filepath.Join(dir, "vm-b"), ExtraArgs: images.MeshNIC(1, 0, "connect", linkB)},
+		{Image: other, LANAddr: freeAddr(t), Dir: filepath.Join(dir, "vm-outsider"), ExtraArgs: images.MeshNIC(2, 0, "connect", linkC)},
+	}
+	for i, vm := range vms {
 		if err := vm.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { vm.Stop() })
-		vms = append(vms, vm)
 		if i == 0 {
-			time.Sleep(500 * time.Millisecond) // the first qemu listens on the link
+			time.Sleep(500 * time.Millisecond) // the stick's qemu listens on both cables
 		}
 	}
 	start := time.Now()
 	ids := make([]string, len(vms))
 	for i, vm := range vms {
-		wctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+		wctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 		b, err := vm.WaitHTTP(wctx, "http://"+vm.LANAddr+"/api/node")
 		cancel()
 		if err != nil {
@@ -69,11 +122,11 @@ func TestTwoAppliancesMesh(t *testing.T) {
 	if ids[0] == ids[1] || ids[0] == "" {
 		t.Fatalf("two appliances from one image must create distinct identities, got %q and %q", ids[0], ids[1])
 	}
-	t.Logf("BENCH two appliances: both LAN pages answering after %.1f s", time.Since(start).Seconds())
-	seen := func(vm *images.VM, other string) (bool, string) {
+	t.Logf("BENCH three appliances: all LAN pages answering after %.1f s", time.Since(start).Seconds())
+	peers := func(vm *images.VM) (map[string]string, string) {
 		b, err := getBody("http://" + vm.LANAddr + "/api/mesh")
 		if err != nil {
-			return false, err.Error()
+			return nil, err.Error()
 		}
 		var m struct {
 			Mesh struct {
@@ -83,25 +136,35 @@ func TestTwoAppliancesMesh(t *testing.T) {
 			}
 		}
 		if err := json.Unmarshal(b, &m); err != nil {
-			return false, string(b)
+			return nil, string(b)
 		}
+		out := map[string]string{}
 		for _, p := range m.Mesh.Data.Peers {
-			if p.ID == other && p.State == "up" {
-				return true, ""
-			}
+			out[p.ID] = p.State
 		}
-		return false, string(b)
+		return out, string(b)
 	}
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	var last string
 	for time.Now().Before(deadline) {
-		ok0, s0 := seen(vms[0], ids[1])
-		ok1, s1 := seen(vms[1], ids[0])
-		if ok0 && ok1 {
-			t.Logf("BENCH two appliances: each lists the other as up %.1f s after both LAN pages answered", time.Since(start).Seconds())
+		p0, s0 := peers(vms[0])
+		p1, s1 := peers(vms[1])
+		if p0[ids[1]] == "up" && p1[ids[0]] == "up" {
+			t.Logf("BENCH community mesh: each lists the other as up %.1f s after all LAN pages answered", time.Since(start).Seconds())
+			// The outsider shares the LAN but not the key: nobody admits it.
+			p2, s2 := peers(vms[2])
+			if _, ok := p0[ids[2]]; ok {
+				t.Errorf("the appliance of another community was admitted: %s", s0)
+			}
+			if _, ok := p1[ids[2]]; ok {
+				t.Errorf("the appliance of another community was admitted: %s", s1)
+			}
+			if len(p2) != 0 {
+				t.Errorf("the outsider sees members of a community it does not belong to: %s", s2)
+			}
 			return
 		}
-		last = fmt.Sprintf("node0: %s\nnode1: %s", s0, s1)
+		last = fmt.Sprintf("stick: %s\nnode b: %s", s0, s1)
 		time.Sleep(time.Second)
 	}
 	t.Fatalf("the appliances did not find each other; last mesh views:\n%s", last)

@@ -217,8 +217,17 @@ func MeshLink(node int, addr string) []string {
 	if node > 0 {
 		mode = "connect"
 	}
+	return MeshNIC(node, 0, mode, addr)
+}
+
+// MeshNIC returns the qemu arguments of mesh NIC number idx of a VM, one
+// end ("listen" or "connect") of a point-to-point virtual cable on
+// loopback. A VM with two such NICs bridges them (netconf), joining three
+// VMs on one LAN.
+func MeshNIC(node, idx int, mode, addr string) []string {
+	id := fmt.Sprintf("mesh%d", idx)
 	return []string{
-		"-netdev", "socket,id=mesh0," + mode + "=" + addr,
-		"-device", fmt.Sprintf("e1000,netdev=mesh0,mac=52:54:00:4d:00:%02x", node+1),
+		"-netdev", "socket,id=" + id + "," + mode + "=" + addr,
+		"-device", fmt.Sprintf("e1000,netdev=%s,mac=52:54:00:4d:%02x:%02x", id, idx, node+1),
 	}
 }
