@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -320,5 +323,36 @@ func TestInferenceTransactionIsPricedAndChecked(t *testing.T) {
 	clk.Advance(2 * time.Minute)
 	if n := approvals.Outstanding(); n != 0 {
 		t.Fatalf("%d approvals outstanding after expiry", n)
+	}
+}
+
+func TestRulesJSON(t *testing.T) {
+	raw, err := os.ReadFile("testdata/rules-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Rules
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := ParseMemberID("8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c")
+	if r.Unit != "hour" || r.LimitsFor(m) != (Limits{-50000, 500000}) || r.LimitsFor(MemberID{1}) != (Limits{-20000, 200000}) ||
+		r.ProposalTTL != 45*time.Second || r.ProposalGrace != 3*time.Minute || r.FeeBasisPoints != 100 ||
+		r.Pricing != DefaultPricing() || r.Commons.Short() != "4cb5abf6" {
+		t.Fatalf("decoded %+v", r)
+	}
+	out, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"proposal_grace":"3m0s"`) {
+		t.Errorf("durations not written as strings: %s", out)
+	}
+	var back Rules
+	if err := json.Unmarshal(out, &back); err != nil || back.ProposalGrace != r.ProposalGrace || back.LimitsFor(m) != r.LimitsFor(m) {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"proposal_ttl":"soon"}`), &back); !errors.Is(err, ErrMalformed) {
+		t.Errorf("bad duration: %v, want ErrMalformed", err)
 	}
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/big"
@@ -279,4 +280,57 @@ func (p Pricing) Price(r Receipt, e Energy) (int64, error) {
 		return 0, fmt.Errorf("price receipt: %s milli-units above %d: %w", price, int64(maxAmount), ErrInvalid)
 	}
 	return max(price.Int64(), p.MinPrice), nil
+}
+
+// rulesJSON is Rules with durations as Go duration strings ("30s").
+type rulesJSON struct {
+	plainRules
+	ProposalTTL   jsonDuration `json:"proposal_ttl"`
+	ProposalGrace jsonDuration `json:"proposal_grace"`
+}
+
+type plainRules Rules
+
+// jsonDuration is a time.Duration written as "1m30s"; it also reads
+// integer nanoseconds.
+type jsonDuration time.Duration
+
+func (d jsonDuration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %v: %w", s, err, ErrMalformed)
+		}
+		*d = jsonDuration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration %s: want a string like \"30s\" or nanoseconds: %w", b, ErrMalformed)
+	}
+	*d = jsonDuration(n)
+	return nil
+}
+
+// MarshalJSON writes the rules with durations as strings ("30s") and
+// per-member limits keyed by hex member id.
+func (r Rules) MarshalJSON() ([]byte, error) {
+	return json.Marshal(rulesJSON{plainRules: plainRules(r), ProposalTTL: jsonDuration(r.ProposalTTL), ProposalGrace: jsonDuration(r.ProposalGrace)})
+}
+
+// UnmarshalJSON reads rules written by MarshalJSON (durations may also be
+// integer nanoseconds). Missing fields keep their zero value.
+func (r *Rules) UnmarshalJSON(b []byte) error {
+	var v rulesJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("decode ledger rules: %w", err)
+	}
+	*r = Rules(v.plainRules)
+	r.ProposalTTL, r.ProposalGrace = time.Duration(v.ProposalTTL), time.Duration(v.ProposalGrace)
+	return nil
 }
