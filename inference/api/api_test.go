@@ -176,6 +176,13 @@ func TestOllamaClient(t *testing.T) {
 	if err != nil || !gl.Done || gl.EvalCount != 12 || len(gl.Context) != gl.PromptEvalCount+12 || gen.Len() == 0 {
 		t.Errorf("Generate: %v, final %+v, text %q", err, gl, gen.String())
 	}
+	// not raw: the prompt goes through the model's chat template with the system prompt
+	var tl ollama.GenerateResponse
+	err = c.Generate(ctx, &ollama.GenerateRequest{Model: modelName, Prompt: "Once upon a time", System: "Be brief.", Options: opts, Stream: &no},
+		func(r ollama.GenerateResponse) error { tl = r; return nil })
+	if err != nil || tl.PromptEvalCount <= gl.PromptEvalCount+10 || tl.Response == "" {
+		t.Errorf("templated Generate: %v, %d prompt tokens (raw: %d)", err, tl.PromptEvalCount, gl.PromptEvalCount)
+	}
 	ps, err := c.ListRunning(ctx)
 	if err != nil || len(ps.Models) != 1 || ps.Models[0].Name != modelName || ps.Models[0].ContextLength != 256 {
 		t.Errorf("ListRunning = %+v, %v", ps, err)
@@ -631,5 +638,45 @@ func TestKVBound(t *testing.T) {
 	}
 	if r.Choices[0].FinishReason != "length" || r.Usage.TotalTokens > 41 || r.Usage.CompletionTokens < 20 {
 		t.Errorf("generation past the KV bound: finish %q, usage %+v", r.Choices[0].FinishReason, r.Usage)
+	}
+}
+
+// TestConcurrentGenerations: generations interleaved on the shared KV cache
+// give exactly what each gives alone, and queued requests are served.
+func TestConcurrentGenerations(t *testing.T) {
+	ts := startServer(t, Config{Parallel: 3, Queue: 8})
+	c := openaiClient(ts)
+	prompts := []string{"Alpha beta gamma", "One two three four", "Alpha beta delta", "Rivers and mountains", "Alpha beta gamma"}
+	gen := func(p string) (string, error) {
+		r, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: modelName,
+			Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String(p)},
+			MaxTokens: openai.Int(12), Temperature: openai.Float(0)})
+		if err != nil {
+			return "", err
+		}
+		return r.Choices[0].Text, nil
+	}
+	alone := make([]string, len(prompts))
+	for i, p := range prompts {
+		var err error
+		if alone[i], err = gen(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	together := make([]string, len(prompts))
+	errs := make([]error, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			together[i], errs[i] = gen(p)
+		}()
+	}
+	wg.Wait()
+	for i := range prompts {
+		if errs[i] != nil || together[i] != alone[i] {
+			t.Errorf("%q: concurrent %q (%v), alone %q", prompts[i], together[i], errs[i], alone[i])
+		}
 	}
 }
