@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 var benchSizes = []struct {
@@ -222,15 +221,4 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// connectAll opens a connection between every pair of hosts.
-func (c *cluster) connectAll(tb testing.TB) {
-	for i, a := range c.hosts {
-		for _, b := range c.hosts[i+1:] {
-			if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-				tb.Fatal(err)
-			}
-		}
-	}
 }

@@ -333,7 +333,7 @@ func TestRelayKilled(t *testing.T) {
 // table empties.
 func TestReplyStateExpires(t *testing.T) {
 	p := testParams()
-	p.Expiry = 3 * time.Second // long enough to reach every relay on a loaded machine
+	p.Expiry = 5 * time.Second // long enough to reach every relay on a loaded machine
 	p.AckTimeout = time.Second
 	release := make(chan struct{})
 	late := func(ctx context.Context, req []byte) ([]byte, error) {
@@ -341,6 +341,7 @@ func TestReplyStateExpires(t *testing.T) {
 		return []byte("too late"), nil
 	}
 	c := newCluster(t, 10, p, late)
+	c.connectAll(t)
 	defer close(release)
 	done := make(chan error, 1)
 	go func() {
@@ -462,13 +463,17 @@ func TestRemoteErrorAndSizes(t *testing.T) {
 		return bytes.Repeat(req[:1], 3*len(req)), nil
 	}
 	c := newCluster(t, 10, testParams(), fail)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	_, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), nil)
 	if !errors.Is(err, ErrRemote) || !bytes.Contains([]byte(err.Error()), []byte("empty prompt")) {
 		t.Fatalf("err %v, want ErrRemote with the handler's text", err)
 	}
-	for _, size := range []int{1, 1 << 10, 16 << 10, 200 << 10} {
+	sizes := []int{1, 1 << 10, 16 << 10, 200 << 10}
+	if testing.Short() {
+		sizes = sizes[:3]
+	}
+	for _, size := range sizes {
 		req := bytes.Repeat([]byte{'z'}, size)
 		got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), req)
 		if err != nil || len(got) != 3*size {
@@ -561,5 +566,16 @@ func TestResendServesOnce(t *testing.T) {
 	defer mu.Unlock()
 	if calls != 1 {
 		t.Fatalf("handler ran %d times, want once", calls)
+	}
+}
+
+// connectAll opens a connection between every pair of hosts.
+func (c *cluster) connectAll(tb testing.TB) {
+	for i, a := range c.hosts {
+		for _, b := range c.hosts[i+1:] {
+			if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+				tb.Fatal(err)
+			}
+		}
 	}
 }
