@@ -211,6 +211,11 @@ type BioregionTotal struct {
 	TokensIn     uint64    `json:"tokens_in"`
 	TokensOut    uint64    `json:"tokens_out"`
 	MilliJoules  uint64    `json:"millijoules"` // energy spent serving
+	// SolarMilliJoules is the part of MilliJoules covered by the sun: each
+	// service's energy times min(1, solar_power / load_power) of its
+	// observations (0 without both). SolarMilliJoules/MilliJoules is the
+	// solar share.
+	SolarMilliJoules uint64 `json:"solar_millijoules"`
 	// MeanSolarW is the mean of the solar power observations attached to
 	// the period's transactions (SolarSamples of them).
 	MeanSolarW   float64 `json:"mean_solar_w"`
@@ -242,6 +247,9 @@ func (n *Node) Bioregions(p Period, from, to time.Time) ([]BioregionTotal, error
 			a.TokensIn += r.TokensIn
 			a.TokensOut += r.TokensOut
 			a.MilliJoules += r.MilliJoules
+			if e := EnergyFrom(t.Body.Observations); e.HasSolar && e.HasLoad && e.LoadW > 0 && e.SolarW > 0 {
+				a.SolarMilliJoules += uint64(float64(r.MilliJoules) * min(1, e.SolarW/e.LoadW))
+			}
 		}
 		for _, o := range t.Body.Observations {
 			a.Observations++

@@ -26,6 +26,7 @@ func exportFixture(t *testing.T) (*Node, []*Tx) {
 			{Property: PropSolarPower, Value: 250, Unit: "W", Time: clk.Now(), SensorID: "ina219-0x40"},
 			{Property: "air_temperature", Value: 23.72, Unit: "Cel", Time: clk.Now(), SensorID: "bme280/0x76"},
 			{Property: "soil_moisture", Value: 31.5, Unit: "%", Time: clk.Now(), SensorID: "sim-1", Simulated: true},
+			{Property: PropLoadPower, Value: 100, Unit: "W", Time: clk.Now(), SensorID: "rapl"},
 		},
 		Receipt: &Receipt{ModelHash: "sha256:9f86d0", TokensIn: 812, TokensOut: 256, MilliJoules: 1_250_000}})
 	if err != nil {
@@ -72,7 +73,7 @@ func TestValueFlowsJSONLDShape(t *testing.T) {
 	if q := pay["resourceQuantity"].(map[string]any); q["hasNumericalValue"] != FormatMilli(txs[0].Body.Amount) {
 		t.Errorf("payment quantity %v, want %s", q, FormatMilli(txs[0].Body.Amount))
 	}
-	if obs := pay["observation"].([]any); len(obs) != 3 || byID[obs[1].(string)]["@type"] != "Observation" {
+	if obs := pay["observation"].([]any); len(obs) != 4 || byID[obs[1].(string)]["@type"] != "Observation" {
 		t.Errorf("observations linked: %v", obs)
 	}
 	if byID[TxIRI(txs[0].ID())+"#fee"] == nil {
@@ -157,7 +158,7 @@ jsonld.expand(doc, {safe: true}).then(out => {
 		}
 	}
 	// 3 transactions: 3 transfers + 1 service + 3 fees... fees only where due.
-	if services != 1 || observations != 3 || events < 5 {
+	if services != 1 || observations != 4 || events < 5 {
 		t.Errorf("expanded %d events (%d services), %d observations", events, services, observations)
 	}
 	if !strings.Contains(string(out), "http://www.ontology-of-units-of-measure.org/resource/om-2/degreeCelsius") {
@@ -214,6 +215,10 @@ func TestBioregionalAccounts(t *testing.T) {
 		d.Volume != txs[0].Body.Amount+1500 || d.SolarSamples != 1 || d.MeanSolarW != 250 || d.SimulatedObs != 1 {
 		t.Errorf("danube-delta: %+v", d)
 	}
+	// 250 W of sun for 100 W of load: all of the service's energy was solar.
+	if d.SolarMilliJoules != d.MilliJoules {
+		t.Errorf("solar energy %d of %d mJ", d.SolarMilliJoules, d.MilliJoules)
+	}
 	if !d.Period.Equal(Day.Start(txs[0].Body.Created)) {
 		t.Errorf("period %v", d.Period)
 	}
@@ -249,6 +254,9 @@ func TestViewAndGatewayChecks(t *testing.T) {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if v.SpentToday != 9000 || v.EarnedToday != 0 {
+		t.Errorf("spent %d earned %d today, want 9000 and 0", v.SpentToday, v.EarnedToday)
 	}
 	if !bytes.Contains(raw, []byte(`"balance":-9000`)) {
 		t.Errorf("JSON view lacks the balance: %s", raw)

@@ -229,6 +229,9 @@ func TestDoubleSpendProducesAPortableProof(t *testing.T) {
 	if err := d.AddProof(f); err != nil {
 		t.Fatal(err)
 	}
+	if v, err := d.View(5, Day, time.Time{}); err != nil || len(v.Forks) != 1 || !v.Forks[0].Since.Equal(clk.Now()) || v.Forks[0].Member != a.ID() {
+		t.Fatalf("D's view of the fork: %+v, %v", v.Forks, err)
+	}
 	if q, _ := d.Quarantined(); len(q) != 1 || q[0] != a.ID() {
 		t.Fatalf("D quarantines %v after the proof", q)
 	}

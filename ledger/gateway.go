@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -65,18 +66,21 @@ type TxView struct {
 // ForkView is a fork proof as the LAN page shows it, with the proof's
 // canonical encoding (hex) so a steward can export and verify it elsewhere.
 type ForkView struct {
-	Member MemberID `json:"member"`
-	Seq    uint64   `json:"seq"`
-	Kind   string   `json:"kind"`
-	A      Hash     `json:"a"` // the two transactions
-	B      Hash     `json:"b"`
-	Proof  []byte   `json:"proof"` // canonical encoding (base64 in JSON)
+	Member MemberID  `json:"member"`
+	Since  time.Time `json:"since"` // when this node learnt of the fork
+	Seq    uint64    `json:"seq"`
+	Kind   string    `json:"kind"`
+	A      Hash      `json:"a"` // the two transactions
+	B      Hash      `json:"b"`
+	Proof  []byte    `json:"proof"` // canonical encoding (base64 in JSON)
 }
 
 // View is the ledger as the LAN page's "Ledger" view shows it.
 type View struct {
 	Self        MemberID         `json:"self"`
 	Unit        string           `json:"unit"`
+	EarnedToday int64            `json:"earned_today"` // this node, since 00:00 UTC, milli-units
+	SpentToday  int64            `json:"spent_today"`  // amounts and fees paid
 	Accounts    []Account        `json:"accounts"`
 	Recent      []TxView         `json:"recent"`
 	Bioregions  []BioregionTotal `json:"bioregions"`
@@ -108,9 +112,37 @@ func (n *Node) View(recent int, period Period, since time.Time) (View, error) {
 	if err != nil {
 		return v, fmt.Errorf("ledger view: %w", err)
 	}
+	learnt := map[MemberID]time.Time{}
+	err = n.view(func(btx *bolt.Tx) error {
+		return btx.Bucket(bQuar).ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				learnt[MemberID(k)] = time.UnixMilli(int64(binary.BigEndian.Uint64(v))).UTC()
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return v, fmt.Errorf("ledger view: %w", err)
+	}
 	for _, f := range forks {
 		raw, _ := f.MarshalBinary()
-		v.Forks = append(v.Forks, ForkView{Member: f.Author(), Seq: f.Seq(), Kind: f.Kind(), A: f.A.Tx.ID(), B: f.B.Tx.ID(), Proof: raw})
+		v.Forks = append(v.Forks, ForkView{Member: f.Author(), Since: learnt[f.Author()], Seq: f.Seq(), Kind: f.Kind(), A: f.A.Tx.ID(), B: f.B.Tx.ID(), Proof: raw})
+	}
+	now := n.now()
+	err = n.Between(Day.Start(now), now.Add(time.Hour), func(t *Tx) error {
+		if t.Body.Payee == n.id {
+			v.EarnedToday += t.Body.Amount
+		}
+		if t.Body.Payer == n.id {
+			v.SpentToday += t.Body.Amount + t.Body.Fee
+		}
+		if t.Body.Commons == n.id && t.Body.Fee > 0 {
+			v.EarnedToday += t.Body.Fee
+		}
+		return nil
+	})
+	if err != nil {
+		return v, fmt.Errorf("ledger view: %w", err)
 	}
 	if v.Pending, err = n.Pending(); err != nil {
 		return v, fmt.Errorf("ledger view: %w", err)

@@ -510,7 +510,7 @@ func (n *Node) insertLocked(txs []*Tx, also func(*bolt.Tx) error) (int, error) {
 		forks, added = forks[:0], 0
 		for _, t := range txs {
 			raw, _ := t.MarshalBinary()
-			res, err := insertTx(btx, t, raw)
+			res, err := insertTx(btx, t, raw, n.now())
 			if err != nil {
 				return err
 			}
@@ -552,7 +552,7 @@ func (n *Node) AddProof(f *Fork) error {
 	}
 	// For a broken link whose entries are not adjacent in this node's
 	// index, make sure the proof itself is stored.
-	return n.updateLocked(func(btx *bolt.Tx) error { return storeProof(btx, f) })
+	return n.updateLocked(func(btx *bolt.Tx) error { return storeProof(btx, f, n.now()) })
 }
 
 // verifyAll verifies transactions, spreading large batches over the CPUs

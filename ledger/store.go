@@ -16,7 +16,7 @@ var (
 	bChain   = []byte("chain")   // member|seq -> txid of the canonical entry (lowest entry hash)
 	bFork    = []byte("fork")    // member|seq|txid -> nil: further entries at a seq
 	bProof   = []byte("proof")   // member|seq|kind -> canonical fork proof
-	bQuar    = []byte("quar")    // member -> proof key
+	bQuar    = []byte("quar")    // member -> u64 unix ms when this node learnt of the fork
 	bBal     = []byte("bal")     // member -> i64 balance
 	bHead    = []byte("head")    // member -> seq|hash: contiguous head
 	bPending = []byte("pending") // "out" -> this node's outstanding proposal
@@ -100,7 +100,7 @@ type insertResult struct {
 // insertTxLocked stores a verified transaction in the bbolt transaction btx:
 // tx record, time index, balances, both chain indexes, fork detection and
 // contiguous heads. Idempotent: a known transaction changes nothing.
-func insertTx(btx *bolt.Tx, t *Tx, raw []byte) (insertResult, error) {
+func insertTx(btx *bolt.Tx, t *Tx, raw []byte, now time.Time) (insertResult, error) {
 	var res insertResult
 	id := t.ID()
 	txb := btx.Bucket(bTx)
@@ -126,7 +126,7 @@ func insertTx(btx *bolt.Tx, t *Tx, raw []byte) (insertResult, error) {
 		}
 	}
 	for _, m := range []MemberID{t.Body.Payer, t.Body.Payee} {
-		forks, err := indexEntry(btx, t, id, m)
+		forks, err := indexEntry(btx, t, id, m, now)
 		if err != nil {
 			return res, err
 		}
@@ -178,7 +178,7 @@ func loadEntry(btx *bolt.Tx, m MemberID, id []byte) (Entry, error) {
 }
 
 // indexEntry puts t's entry into m's chain index and detects forks.
-func indexEntry(btx *bolt.Tx, t *Tx, id Hash, m MemberID) ([]*Fork, error) {
+func indexEntry(btx *bolt.Tx, t *Tx, id Hash, m MemberID, now time.Time) ([]*Fork, error) {
 	e, err := t.EntryFor(m)
 	if err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func indexEntry(btx *bolt.Tx, t *Tx, id Hash, m MemberID) ([]*Fork, error) {
 		}
 	}
 	for _, f := range forks {
-		if err := storeProof(btx, f); err != nil {
+		if err := storeProof(btx, f, now); err != nil {
 			return nil, err
 		}
 	}
@@ -260,7 +260,9 @@ func indexEntry(btx *bolt.Tx, t *Tx, id Hash, m MemberID) ([]*Fork, error) {
 	return forks, nil
 }
 
-func storeProof(btx *bolt.Tx, f *Fork) error {
+// storeProof stores a fork proof and quarantines its author, recording
+// when this node learnt of it (local information, not synced).
+func storeProof(btx *bolt.Tx, f *Fork, now time.Time) error {
 	m := f.Author()
 	key := proofKey(m, f.Seq(), f.Kind())
 	pb := btx.Bucket(bProof)
@@ -275,7 +277,7 @@ func storeProof(btx *bolt.Tx, f *Fork) error {
 	}
 	q := btx.Bucket(bQuar)
 	if q.Get(m[:]) == nil {
-		return q.Put(m[:], key)
+		return q.Put(m[:], binary.BigEndian.AppendUint64(nil, uint64(now.UnixMilli())))
 	}
 	return nil
 }
