@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -416,5 +418,43 @@ func TestProposalWithAWrongPrevOfTheProposerIsRejected(t *testing.T) {
 	}
 	if got := balance(t, b, b.ID()); got != 10 {
 		t.Fatalf("B's balance changed to %d", got)
+	}
+}
+
+// A peer that vanishes in the middle of a sync leaves a consistent store:
+// each batch is stored entirely or not at all.
+func TestSyncCutAnywhereLeavesAConsistentStore(t *testing.T) {
+	clk := newClock()
+	a, b := newNode(t, testRules(), clk), newNode(t, testRules(), clk, WithPolicy(allowAll))
+	var txs []*Tx
+	for i := range 6 {
+		txs = append(txs, mustTransfer(t, a, b, int64(10+i)))
+	}
+	var stream bytes.Buffer
+	writeMsg(&stream, msgHello, hello{Kind: kindSync, Member: a.ID()}.encode())
+	writeMsg(&stream, msgSummaryEnd, nil)
+	var batch []byte
+	for _, tx := range txs {
+		raw, _ := tx.MarshalBinary()
+		batch = appendBlob(batch, raw)
+	}
+	writeMsg(&stream, msgTxs, batch)
+	writeMsg(&stream, msgDone, nil)
+	full := stream.Bytes()
+	for _, cut := range []int{0, 3, 10, len(full) / 2, len(full) - 6, len(full) - 1, len(full)} {
+		c := newNode(t, testRules(), clk)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Sync(ctx, fuzzStream{bytes.NewReader(full[:cut]), io.Discard})
+		cancel()
+		if (err == nil) != (cut == len(full)) {
+			t.Fatalf("cut at %d/%d: err %v", cut, len(full), err)
+		}
+		if err := c.Check(); err != nil {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		recent, _ := c.Recent(100)
+		if len(recent) != 0 && len(recent) != len(txs) {
+			t.Fatalf("cut at %d: %d of %d txs stored", cut, len(recent), len(txs))
+		}
 	}
 }
