@@ -458,3 +458,36 @@ func TestSyncCutAnywhereLeavesAConsistentStore(t *testing.T) {
 		}
 	}
 }
+
+// A sync larger than one message travels in several batches.
+func TestSyncManyBatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("verifies thousands of signatures")
+	}
+	ka, kb, txs := genChain(1500)
+	clk := newClock()
+	src := openNode(t, t.TempDir(), ka, testRules(), clk)
+	if _, err := src.Ingest(txs...); err != nil {
+		t.Fatal(err)
+	}
+	dst := openNode(t, t.TempDir(), kb, testRules(), clk)
+	p1, p2 := net.Pipe()
+	go src.Sync(context.Background(), p2)
+	st, err := dst.Sync(context.Background(), p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := txs[0].MarshalBinary()
+	if st.New != len(txs) || len(txs)*len(raw) <= batchTargetBytes {
+		t.Fatalf("stats %+v (%d bytes of txs)", st, len(txs)*len(raw))
+	}
+	for _, m := range []MemberID{MemberOfKey(ka), MemberOfKey(kb)} {
+		h, _ := dst.Head(m)
+		if h.Seq != 1500 {
+			t.Errorf("head of %s at %d", m.Short(), h.Seq)
+		}
+		if err := dst.VerifyChain(m); err != nil {
+			t.Error(err)
+		}
+	}
+}
