@@ -54,7 +54,7 @@ type Config struct {
 	// DownAfter is how long a member stays "suspect" (unreachable, being
 	// redialled) before it is "down". Default 30s.
 	DownAfter time.Duration
-	// SyncInterval is the period of anti-entropy with one random member,
+	// SyncInterval is the period of anti-entropy with one member (each in turn),
 	// on top of the sync run on every new connection. Default 30s.
 	SyncInterval time.Duration
 	// AnnounceInterval republishes the last announcement (with a new

@@ -324,7 +324,7 @@ func (n *Node) maintainOnce(now time.Time) {
 	var syncPeer peer.ID
 	if doSync {
 		n.lastSync = now
-		syncPeer = n.randomUpLocked()
+		syncPeer = n.nextUpLocked()
 	}
 	reannounce := n.last != nil && now.Sub(n.lastAnnounce) >= n.cfg.AnnounceInterval
 	var last Announcement

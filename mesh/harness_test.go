@@ -222,6 +222,7 @@ type child struct {
 	history map[peer.ID][]childMsg         // all member events per peer
 	anns    map[string]map[uint64]childMsg // origin -> seq -> first receipt
 	replies chan childMsg                  // echo, stats, stopped
+	since   int64                          // unix ms: announcements made before are not counted
 	done    chan struct{}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,11 +20,24 @@ func figure(t *testing.T, name string, v any) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
-// ownSeqs returns the sequence numbers a child announced itself.
+// markBaseline starts counting announcements now: the delivery guarantee
+// covers announcements made while the nodes are members of each other (a
+// node that joins later gets an origin's latest state, not its history).
+func markBaseline(cs []*child) {
+	now := time.Now().UnixMilli()
+	for _, c := range cs {
+		c.since = now
+	}
+}
+
+// ownSeqs returns the sequence numbers a child announced itself since its
+// baseline.
 func ownSeqs(c *child) []uint64 {
 	var out []uint64
-	for s := range c.received(c.id) {
-		out = append(out, s)
+	for s, m := range c.received(c.id) {
+		if m.At >= c.since {
+			out = append(out, s)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
@@ -50,6 +64,40 @@ func allDelivered(cs []*child) (bool, int) {
 	return missing == 0, missing
 }
 
+// missingReport describes what is missing where, and each node's view.
+func missingReport(cs []*child) string {
+	var b strings.Builder
+	for _, src := range cs {
+		want := ownSeqs(src)
+		for _, dst := range cs {
+			if dst == src {
+				continue
+			}
+			got := dst.received(src.id)
+			var miss []uint64
+			for _, s := range want {
+				if _, ok := got[s]; !ok {
+					miss = append(miss, s)
+				}
+			}
+			if len(miss) > 0 {
+				fmt.Fprintf(&b, "%s lacks %d of %s's %d (first %v)\n", dst.name, len(miss), src.name, len(want), miss[:min(5, len(miss))])
+			}
+		}
+	}
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%s sees:", c.name)
+		for _, o := range cs {
+			if o != c {
+				st, r := c.state(o.id)
+				fmt.Fprintf(&b, " %s=%s/%s", o.name, st, r)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 func viaCounts(cs []*child) (gossip, sync, total int) {
 	for _, src := range cs {
 		for _, dst := range cs {
@@ -57,6 +105,9 @@ func viaCounts(cs []*child) (gossip, sync, total int) {
 				continue
 			}
 			for _, m := range dst.received(src.id) {
+				if m.At < src.since {
+					continue
+				}
 				total++
 				switch m.Via {
 				case "gossip":
@@ -121,6 +172,7 @@ func TestNetnsMesh(t *testing.T) {
 		}
 		return true
 	})
+	markBaseline(cs)
 	figure(t, "discovery_full_membership_after_last_node_ready", ms(full.Sub(started)))
 	figure(t, "discovery_full_membership_after_first_node_start", ms(full.Sub(first)))
 
@@ -305,6 +357,7 @@ func TestNetnsChurn(t *testing.T) {
 		}
 		return true
 	})
+	markBaseline(cs)
 	for _, c := range cs {
 		c.send(childMsg{Cmd: "announce_every", MS: 200})
 	}
@@ -339,10 +392,16 @@ func TestNetnsChurn(t *testing.T) {
 	stopAnnouncing(t, cs)
 	_, missingAtStop := allDelivered(cs)
 	g, _, _ := viaCounts(cs)
-	settled := poll(t, 45*time.Second, "every announcement delivered everywhere after the churn", func() bool {
-		ok, _ := allDelivered(cs)
-		return ok
-	})
+	var settled time.Time
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if ok, _ := allDelivered(cs); ok {
+			settled = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every announcement delivered 45s after the churn:\n%s", missingReport(cs))
+		}
+	}
 	_, s, total := viaCounts(cs)
 	expected := 0
 	for _, c := range cs {

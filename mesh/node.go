@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -100,7 +99,8 @@ type Node struct {
 	reservations map[peer.ID]time.Time               // guarded by mu; relay -> expiry
 	reserving    map[peer.ID]bool                    // guarded by mu
 	pingers      map[network.Conn]context.CancelFunc // guarded by mu
-	syncing      map[peer.ID]bool                    // guarded by mu; sync in flight
+	syncing      map[peer.ID]bool                    // guarded by mu; in flight -> another requested
+	syncNext     int                                 // guarded by mu; round-robin cursor for periodic sync
 }
 
 // candidate is a peer found by discovery that is not (yet) a member.
@@ -561,8 +561,9 @@ func (n *Node) kickMaintain() {
 	}
 }
 
-// randomUp returns a random member that is up, or "".
-func (n *Node) randomUpLocked() peer.ID {
+// nextUpLocked returns the next member that is up, round-robin over the
+// sorted member list so periodic sync visits everyone in turn, or "".
+func (n *Node) nextUpLocked() peer.ID {
 	var ups []peer.ID
 	for id, m := range n.members {
 		if m.state == StateUp {
@@ -572,5 +573,7 @@ func (n *Node) randomUpLocked() peer.ID {
 	if len(ups) == 0 {
 		return ""
 	}
-	return ups[rand.IntN(len(ups))]
+	slices.Sort(ups)
+	n.syncNext = (n.syncNext + 1) % len(ups)
+	return ups[n.syncNext]
 }

@@ -144,6 +144,7 @@ func TestNetnsReference(t *testing.T) {
 			}
 			return true
 		})
+		markBaseline(cs)
 		for _, c := range cs {
 			c.send(childMsg{Cmd: "announce_every", MS: 250})
 		}

@@ -16,24 +16,39 @@ import (
 // The anti-entropy sync: the dialer sends one frame with its digest; the
 // listener answers with one frame per announcement the dialer lacks and
 // closes. Each side pulls independently, on every new connection and every
-// SyncInterval with a random member, so announcements made while two parts
+// SyncInterval with the next member in turn, so announcements made while two parts
 // of the mesh were apart reach everyone once they meet again.
 
 // syncWith pulls from id, retrying a few times (a fresh connection may be
-// closed as a duplicate under the first attempt).
+// closed as a duplicate under the first attempt). Requests that arrive while
+// an exchange with id runs are coalesced into one more exchange after it.
 func (n *Node) syncWith(id peer.ID, attempts int) {
 	n.mu.Lock()
-	if n.syncing[id] {
+	if _, busy := n.syncing[id]; busy {
+		// One exchange at a time per peer, but never drop a request: the
+		// running one may be stuck on a dead connection while this one
+		// comes from a fresh connection.
+		n.syncing[id] = true
 		n.mu.Unlock()
-		return // one exchange at a time per peer
+		return
 	}
-	n.syncing[id] = true
+	n.syncing[id] = false
 	n.mu.Unlock()
-	defer func() {
+	for {
+		n.syncAttempts(id, attempts)
 		n.mu.Lock()
-		delete(n.syncing, id)
+		again := n.syncing[id]
+		if !again || n.ctx.Err() != nil {
+			delete(n.syncing, id)
+			n.mu.Unlock()
+			return
+		}
+		n.syncing[id] = false
 		n.mu.Unlock()
-	}()
+	}
+}
+
+func (n *Node) syncAttempts(id peer.ID, attempts int) {
 	for i := range attempts {
 		if i > 0 {
 			select {
