@@ -282,35 +282,33 @@ func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest 
 		}
 		n.mu.Unlock()
 	}
+	// Build the packets in parallel (X25519 dominates the sender's work).
+	pkts := make([][]byte, len(paths))
+	keys := make([][]hopKeys, len(paths))
+	errs := make([]error, len(paths))
+	var bwg sync.WaitGroup
 	for j, path := range paths {
-		hops := make([]pathHop, 0, len(path)+1)
-		for _, c := range append(append([]Candidate(nil), path...), dest) {
-			pub, err := ecdh.X25519().NewPublicKey(c.Key[:])
-			if err != nil {
-				cleanup()
-				return nil, nil, fmt.Errorf("clove request: key of %s: %v: %w", c.ID, err, ErrUnknownPeer)
-			}
-			hops = append(hops, pathHop{id: c.ID, pub: pub})
-		}
-		cb, err := cloves[j].MarshalBinary()
-		if err != nil {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			pkts[j], keys[j], errs[j] = n.buildFor(path, dest, &cloves[j], deadline, size)
+		}()
+	}
+	bwg.Wait()
+	for j, path := range paths {
+		if errs[j] != nil {
 			cleanup()
-			return nil, nil, err
-		}
-		pkt, keys, err := buildPacket(hops, deadline.UnixMilli(), cb, size)
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("clove request: %w", err)
+			return nil, nil, errs[j]
 		}
 		l := newLink()
-		o := out{key: linkKey{path[0].ID, l}, f: frame{kind: frameForward, link: l, data: pkt}}
+		o := out{key: linkKey{path[0].ID, l}, f: frame{kind: frameForward, link: l, data: pkts[j]}}
 		n.mu.Lock()
 		if n.closed {
 			n.mu.Unlock()
 			cleanup()
 			return nil, nil, ErrClosed
 		}
-		n.pending[o.key] = &pendingPath{at: at, keys: keys, path: j}
+		n.pending[o.key] = &pendingPath{at: at, keys: keys[j], path: j}
 		n.mu.Unlock()
 		outs = append(outs, o)
 	}
@@ -329,4 +327,25 @@ func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest 
 		}()
 	}
 	return at, cleanup, nil
+}
+
+// buildFor wraps clove c for path (relays) then dest.
+func (n *Node) buildFor(path []Candidate, dest Candidate, c *Clove, deadline time.Time, size int) ([]byte, []hopKeys, error) {
+	hops := make([]pathHop, 0, len(path)+1)
+	for _, h := range append(append([]Candidate(nil), path...), dest) {
+		pub, err := ecdh.X25519().NewPublicKey(h.Key[:])
+		if err != nil {
+			return nil, nil, fmt.Errorf("clove request: key of %s: %v: %w", h.ID, err, ErrUnknownPeer)
+		}
+		hops = append(hops, pathHop{id: h.ID, pub: pub})
+	}
+	cb, err := c.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	pkt, keys, err := buildPacket(hops, deadline.UnixMilli(), cb, size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clove request: %w", err)
+	}
+	return pkt, keys, nil
 }
