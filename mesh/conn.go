@@ -186,7 +186,9 @@ func (n *Node) pingLoop(ctx context.Context, c network.Conn) {
 }
 
 // addCandidate records a peer found by discovery (mDNS, DHT, bootstrap).
-func (n *Node) addCandidate(ai peer.AddrInfo) {
+// With tieBreak (mDNS, where both sides find each other at once) only the
+// lower peer ID dials at once; otherwise this node dials at once.
+func (n *Node) addCandidate(ai peer.AddrInfo, tieBreak bool) {
 	if ai.ID == n.h.ID() {
 		return
 	}
@@ -214,7 +216,7 @@ func (n *Node) addCandidate(ai peer.AddrInfo) {
 		// Lower peer ID dials: both sides find each other at about the same
 		// time; if both dialled we would get duplicate connections.
 		next := now
-		if n.h.ID() > ai.ID {
+		if tieBreak && n.h.ID() > ai.ID {
 			next = now.Add(tieBreakGrace)
 		}
 		n.cands[ai.ID] = &candidate{found: now, nextDial: next}

@@ -26,7 +26,7 @@ type mdnsRunner struct {
 
 type mdnsNotifee struct{ n *Node }
 
-func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) { m.n.addCandidate(ai) }
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) { m.n.addCandidate(ai, true) }
 
 func (r *mdnsRunner) restart() {
 	if r.n == nil {

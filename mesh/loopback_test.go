@@ -248,3 +248,23 @@ func TestPubsubWatchdog(t *testing.T) {
 		}
 	}
 }
+
+// TestBootstrapWithoutDHT: configured bootstrap peers are dialled even
+// with the DHT off, whichever peer ID is lower.
+func TestBootstrapWithoutDHT(t *testing.T) {
+	a := loopNode(t, 1, psk(7))
+	for _, seed := range []byte{2, 3} {
+		n, err := New(context.Background(), Config{
+			Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), PSK: psk(7), DisableDHT: true,
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, DisableMDNS: true, DisableLinkWatch: true,
+			Bootstrap: []string{fmt.Sprintf("%s/p2p/%s", a.Host().Addrs()[0], a.ID())}, Logger: testLogger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		start := time.Now()
+		waitFor(t, 10*time.Second, "the node to join its bootstrap peer", func() bool { _, ok := upSet(a)[n.ID()]; return ok })
+		t.Logf("seed %d joined in %v", seed, time.Since(start))
+	}
+}

@@ -211,6 +211,13 @@ func (n *Node) start() error {
 		return fmt.Errorf("gossipsub subscribe: %w", err)
 	}
 
+	for _, s := range c.Bootstrap {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return fmt.Errorf("%w: bootstrap %q: %v", ErrBadConfig, s, err)
+		}
+		n.addCandidate(*ai, false)
+	}
 	n.wg.Add(2)
 	go n.readGossip()
 	go n.maintain()
@@ -265,10 +272,6 @@ func (n *Node) newDHT(h host.Host) (*dht.IpfsDHT, error) {
 // community rendezvous key and looks for others, once a minute.
 func (n *Node) dhtDiscovery() {
 	defer n.wg.Done()
-	for _, s := range n.cfg.Bootstrap {
-		ai, _ := peer.AddrInfoFromString(s) // validated in newDHT
-		n.addCandidate(*ai)
-	}
 	if err := n.kad.Bootstrap(n.ctx); err != nil {
 		n.log.Warn("dht bootstrap", "err", err)
 	}
@@ -290,7 +293,7 @@ func (n *Node) dhtDiscovery() {
 			if err == nil {
 				for ai := range ch {
 					if ai.ID != n.h.ID() && len(ai.Addrs) > 0 {
-						n.addCandidate(ai)
+						n.addCandidate(ai, false)
 					}
 				}
 			}
