@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,6 +177,7 @@ func BenchmarkRequestLatency(b *testing.B) {
 		}
 		ask() // connect
 		var times []time.Duration
+		cpu0 := cpuTime()
 		for b.Loop() {
 			t0 := time.Now()
 			ask()
@@ -183,6 +185,7 @@ func BenchmarkRequestLatency(b *testing.B) {
 		}
 		direct = median(times)
 		b.ReportMetric(float64(direct.Microseconds()), "us_median")
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(len(times)), "cpu_us/req")
 	})
 	for _, L := range []int{1, 2, 3} {
 		b.Run(fmt.Sprintf("anonymous/L=%d", L), func(b *testing.B) {
@@ -198,6 +201,7 @@ func BenchmarkRequestLatency(b *testing.B) {
 				}
 			}
 			var times []time.Duration
+			cpu0 := cpuTime()
 			for b.Loop() {
 				t0 := time.Now()
 				if _, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), req); err != nil {
@@ -207,6 +211,9 @@ func BenchmarkRequestLatency(b *testing.B) {
 			}
 			m := median(times)
 			b.ReportMetric(float64(m.Microseconds()), "us_median")
+			// CPU of all hosts together per request: unlike wall time, it
+			// does not depend on how busy the machine is.
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(len(times)), "cpu_us/req")
 			if direct > 0 {
 				b.ReportMetric(float64(m)/float64(direct), "x_direct")
 			}
@@ -221,4 +228,13 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
