@@ -35,6 +35,8 @@ var (
 	ErrBusy = errors.New("too many sessions")
 	// ErrRemote: the serving node's handler returned an error; its text follows.
 	ErrRemote = errors.New("remote handler error")
+	// ErrNotServing: a request was delivered to a node without a Handler.
+	ErrNotServing = errors.New("this node serves no requests")
 	// ErrClosed: the Node was closed.
 	ErrClosed = errors.New("clove node closed")
 )

@@ -3,7 +3,6 @@ package clove
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -424,5 +423,3 @@ func pickPaths(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([
 	}
 	return paths, nil
 }
-
-var errNoHandler = errors.New("this node serves no requests")

@@ -486,6 +486,22 @@ func TestRemoteErrorAndSizes(t *testing.T) {
 	if _, err := c.nodes[asker].Request(ctx, c.hosts[asker].ID(), []byte("x")); !errors.Is(err, ErrUnknownPeer) {
 		t.Fatalf("request to self: err %v", err)
 	}
+	// A node without a handler refuses deliveries.
+	c.obs.reset()
+	short, cancel2 := context.WithTimeout(ctx, time.Second)
+	defer cancel2()
+	if _, err := c.nodes[asker].Request(short, c.hosts[2].ID(), []byte("x")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("request to a non-serving node: err %v", err)
+	}
+	refused := 0
+	for _, o := range c.obs.snapshot() {
+		if o.Node == c.hosts[2].ID() && errors.Is(o.Err, ErrNotServing) {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("the non-serving node did not refuse the cloves")
+	}
 	p := testParams()
 	p.L = 3 // 4 x 3 = 12 relays needed, 8 known
 	c2 := newCluster(t, 10, p, echo)

@@ -29,7 +29,7 @@ type replyPath struct {
 // deliver handles a packet whose last layer this node removed.
 func (n *Node) deliver(from peer.ID, f frame, p peeled) error {
 	if n.handler == nil {
-		return fmt.Errorf("clove deliver: %w", errNoHandler)
+		return fmt.Errorf("clove deliver: %w", ErrNotServing)
 	}
 	c, err := DecodeClove(p.out)
 	if err != nil {
