@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/univrs/hypha/images"
 )
@@ -98,5 +99,32 @@ func TestBuildRefusesBadInput(t *testing.T) {
 				t.Fatalf("a failed build left %v behind", matches)
 			}
 		})
+	}
+}
+
+// TestVMStopIsIdempotent: a VM stopped twice (by the test and again by its
+// cleanup) must not hang. qemu is replaced by a short-lived program.
+func TestVMStopIsIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "x.img")
+	os.WriteFile(img, nil, 0o644)
+	fake := filepath.Join(dir, "qemu-system-x86_64")
+	os.WriteFile(fake, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755)
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	vm := &images.VM{Image: img, Dir: dir}
+	if err := vm.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { vm.Stop(); vm.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop twice hangs")
+	}
+	select {
+	case <-vm.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
 	}
 }

@@ -42,8 +42,9 @@ type VM struct {
 	// ExtraArgs are appended to the qemu command line (e.g. a second NIC).
 	ExtraArgs []string
 
-	cmd  *exec.Cmd
-	done chan error
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when qemu has exited
+	exitErr error         // valid once exited is closed
 }
 
 // SerialLog is the path of the guest's serial console log.
@@ -122,17 +123,28 @@ func (v *VM) Start(ctx context.Context) error {
 		out.Close()
 		return fmt.Errorf("vm: start qemu (Debian package qemu-system-x86): %w", err)
 	}
-	v.done = make(chan error, 1)
-	go func() { v.done <- v.cmd.Wait(); out.Close() }()
+	v.exited = make(chan struct{})
+	go func() { v.exitErr = v.cmd.Wait(); out.Close(); close(v.exited) }()
 	return nil
 }
 
-// Done receives qemu's exit status once.
-func (v *VM) Done() <-chan error { return v.done }
+// Done is closed when qemu has exited; Err then tells how.
+func (v *VM) Done() <-chan struct{} { return v.exited }
+
+// Err is qemu's exit status, once Done is closed.
+func (v *VM) Err() error { return v.exitErr }
 
 // Stop kills qemu by the pid in its pid file (falling back to the child
-// we started) and waits for it to exit.
+// we started) and waits for it to exit. It is idempotent.
 func (v *VM) Stop() error {
+	if v.exited != nil {
+		select {
+		case <-v.exited:
+			os.Remove(v.PIDFile())
+			return nil
+		default:
+		}
+	}
 	pid := 0
 	if b, err := os.ReadFile(v.PIDFile()); err == nil {
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
@@ -144,12 +156,12 @@ func (v *VM) Stop() error {
 		return nil
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	if v.done != nil {
+	if v.exited != nil {
 		select {
-		case <-v.done:
+		case <-v.exited:
 		case <-time.After(10 * time.Second):
 			syscall.Kill(pid, syscall.SIGKILL)
-			<-v.done
+			<-v.exited
 		}
 	}
 	os.Remove(v.PIDFile())
@@ -178,9 +190,8 @@ func (v *VM) WaitHTTP(ctx context.Context, url string) ([]byte, error) {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("vm: %s did not answer (last: %v): %w; serial log: %s", url, last, ctx.Err(), v.SerialLog())
-		case err := <-v.done:
-			v.done <- err
-			return nil, fmt.Errorf("vm: qemu exited (%v) before %s answered; serial log: %s", err, url, v.SerialLog())
+		case <-v.exited:
+			return nil, fmt.Errorf("vm: qemu exited (%v) before %s answered; serial log: %s", v.exitErr, url, v.SerialLog())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

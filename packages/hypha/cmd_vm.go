@@ -82,7 +82,7 @@ func runVM(ctx context.Context, args []string) error {
 	fmt.Printf("Ctrl-C stops the VMs.\n")
 	done := make(chan error, len(vms))
 	for _, vm := range vms {
-		go func(vm *images.VM) { done <- <-vm.Done() }(vm)
+		go func(vm *images.VM) { <-vm.Done(); done <- vm.Err() }(vm)
 	}
 	select {
 	case <-ctx.Done():
