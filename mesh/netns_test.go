@@ -302,6 +302,29 @@ func TestNetnsMesh(t *testing.T) {
 
 	// 5. Idle cost of a node in a 5-node mesh.
 	idleStats(t, cs, 10*time.Second)
+
+	// 6. Renumbering (a new DHCP lease): n4's address changes; its old
+	// connections are closed at once and everyone reaches it at the new one.
+	n4 := cs[4]
+	renum := time.Now()
+	// (del first: deleting a primary IPv4 address also deletes secondaries)
+	ipcmd(t, "-n", tp.nodes[4], "addr", "del", "10.77.0.5/24", "dev", "e0")
+	ipcmd(t, "-n", tp.nodes[4], "addr", "add", "10.77.0.105/24", "dev", "e0")
+	// A stream only works over a connection to the new address: the old
+	// one cannot carry packets any more.
+	poll(t, 30*time.Second, "everyone to reach n4 directly at its new address", func() bool {
+		for _, o := range cs[:4] {
+			if st, reach := o.state(n4.id); st != "up" || reach != "direct" {
+				return false
+			}
+			o.send(childMsg{Cmd: "echo", Peer: n4.id.String()})
+			if r, ok := o.reply("echo", 3*time.Second); !ok || !r.OK {
+				return false
+			}
+		}
+		return true
+	})
+	figure(t, "renumbered_node_reachable_again", ms(time.Since(renum)))
 }
 
 // idleStats measures RSS and CPU of each child over d of idleness.
