@@ -215,12 +215,4 @@ func nodeIndex(nodes []*tnode, id route.NodeID) int {
 	return -1
 }
 
-func must[T any](t testing.TB, v T, err error) T {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 var _ = fmt.Sprint

@@ -247,7 +247,7 @@ func TestKillNodeMidWorkload(t *testing.T) {
 		t.Skip("kills a node under load")
 	}
 	nodes := startCluster(t, clusterOpts{nodes: 3, modelsDir: tinyModels(t), policy: route.RoundRobin})
-	const clients, perClient = 6, 6
+	const clients, perClient = 4, 4
 	var ok, partial, failed atomic.Int64
 	var mu sync.Mutex
 	var failures []string
@@ -263,7 +263,7 @@ func TestKillNodeMidWorkload(t *testing.T) {
 					go nodes[2].kill()
 				}
 				stream := (c+i)%2 == 0
-				body, _ := json.Marshal(map[string]any{"model": tinyModel, "max_tokens": 24, "stream": stream,
+				body, _ := json.Marshal(map[string]any{"model": tinyModel, "max_tokens": 10, "stream": stream,
 					"messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("client %d question %d about the weather", c, i)}}})
 				resp, err := http.Post(nodes[0].gwURL+"/v1/chat/completions", "application/json", bytes.NewReader(body))
 				if err != nil {
