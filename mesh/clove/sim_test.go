@@ -241,7 +241,8 @@ func TestSimulateDelivery(t *testing.T) {
 			want := deliveryExpected(c.n, c.k, c.L, f)
 			sd := math.Sqrt(want*(1-want)/float64(*simRequests)) + 1e-9
 			fmt.Fprintf(&table, "| %d,%d,%d | %.1f%% | %.3f | %.3f | %.3f |\n", c.n, c.k, c.L, 100*f, rate, want, rateResend)
-			if rateResend < rate {
+			// The two runs draw different paths, so allow for chance.
+			if rateResend < rate-0.05 {
 				t.Errorf("n=%d k=%d L=%d f=%.2f: resending delivered less (%.3f < %.3f)", c.n, c.k, c.L, f, rateResend, rate)
 			}
 			if math.Abs(rate-want) > 5*sd+0.01 {
