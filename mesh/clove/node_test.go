@@ -556,7 +556,7 @@ func TestResendOverFreshPaths(t *testing.T) {
 // reply cloves from both attempts' paths rebuild the reply.
 func TestResendServesOnce(t *testing.T) {
 	p := testParams()
-	p.AckTimeout = 10 * time.Millisecond // resend before any ack can come back
+	p.AckTimeout = 10 * time.Millisecond // resend before any (delayed) ack comes back
 	p.Retries = 3
 	var mu sync.Mutex
 	calls := 0
@@ -568,6 +568,7 @@ func TestResendServesOnce(t *testing.T) {
 		return echo(ctx, req)
 	}
 	c := newCluster(t, 26, p, h) // 24 relays: 3 attempts of 4 x 2 fit
+	c.nodes[server].ackDelay = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("once"))

@@ -63,6 +63,9 @@ func (n *Node) deliver(from peer.ID, f frame, p peeled) error {
 	ready := in.replies != nil
 	n.mu.Unlock()
 	// Ack at once, so the sender knows this path works.
+	if n.ackDelay > 0 {
+		time.Sleep(n.ackDelay)
+	}
 	if ack, err := sealReply(&p.keys, frameAck, nil, n.p.MinPacket); err == nil {
 		if err := n.send(n.ctx, from, frame{kind: frameAck, link: f.link, data: ack}); err != nil {
 			n.log.Debug("ack send failed", "to", from, "err", err)
