@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/univrs/hypha/hwtest"
 	"github.com/univrs/hypha/inference/api"
@@ -475,6 +475,21 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 		}
 		// The new name reaches the other nodes over the mesh.
 		waitMesh(t, ctx, nodes[1], []string{newName, e2eNames[2]}, 30*time.Second)
+
+		// The form comes back filled with the saved settings: saving it
+		// again with only the name changed must work too.
+		navigate(t, "/steward")
+		form := e2eEval[[]string](t, bctx, `['cfg-name', 'cfg-bio', 'cfg-loc'].map(id => document.getElementById(id).value)`)
+		const thirdName = "riverbend-3rd"
+		if err := chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#cfg-name"), thirdName),
+			chromedp.Submit(chromedp.CSS("#node-form")), chromedp.WaitVisible(chromedp.CSS("p.flash, #steward-error"))); err != nil {
+			t.Fatal(err)
+		}
+		if msg := e2eEval[string](t, bctx, `(document.getElementById('steward-error')||{}).textContent || ''`); msg != "" {
+			t.Errorf("second save of the node form (prefilled name, bioregion, location %q) refused: %s", form, msg)
+		} else if got := self.Config().Name; got != thirdName {
+			t.Errorf("after the second save the node is called %q, want %q", got, thirdName)
+		}
 	})
 
 	t.Run("nothing leaves the box", func(t *testing.T) {
