@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -159,6 +160,9 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 	retries := max(n.p.Retries, 0)
 	for try := 0; ; try++ {
 		paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
+		if errors.Is(err, ErrNoPaths) && n.p.AllowOverlap {
+			paths, err = pickOverlapping(cands, n.h.ID(), dest, n.p.N, n.p.L)
+		}
 		if err != nil {
 			if try == 0 {
 				return nil, fmt.Errorf("clove request to %s: %w", dest, err)

@@ -424,3 +424,30 @@ func pickPaths(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([
 	}
 	return paths, nil
 }
+
+// pickOverlapping is the fallback for small communities: count paths of L
+// relays where paths may share relays (never one relay twice on a path).
+// Relays are spread evenly: path i takes the next L of one random order,
+// wrapping around.
+func pickOverlapping(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error) {
+	var pool []Candidate
+	for id, c := range cands {
+		if id != self && id != dest {
+			pool = append(pool, c)
+		}
+	}
+	if len(pool) < L {
+		return nil, fmt.Errorf("clove: %d relays known, a path of %d needs %d: %w", len(pool), L, L, ErrNoPaths)
+	}
+	for i := len(pool) - 1; i > 0; i-- {
+		j := randInt(i + 1)
+		pool[i], pool[j] = pool[j], pool[i]
+	}
+	paths := make([][]Candidate, count)
+	for i := range paths {
+		for j := 0; j < L; j++ {
+			paths[i] = append(paths[i], pool[(i*L+j)%len(pool)])
+		}
+	}
+	return paths, nil
+}

@@ -596,3 +596,37 @@ func (c *cluster) connectAll(tb testing.TB) {
 		}
 	}
 }
+
+// TestSmallCommunityOverlap: 6 nodes cannot give 4 disjoint paths of 2
+// relays; with AllowOverlap they share the 4 relays and the request works.
+func TestSmallCommunityOverlap(t *testing.T) {
+	p := testParams()
+	c := newCluster(t, 6, p, echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("x")); !errors.Is(err, ErrNoPaths) {
+		t.Fatalf("disjoint paths in 6 nodes: err %v, want ErrNoPaths", err)
+	}
+	p.AllowOverlap = true
+	c2 := newCluster(t, 6, p, echo)
+	for i := 0; i < 3; i++ {
+		got, err := c2.nodes[asker].Request(ctx, c2.hosts[server].ID(), []byte("small"))
+		if err != nil || string(got) != "answer to: small" {
+			t.Fatalf("overlapping paths: %q, %v", got, err)
+		}
+	}
+	paths, err := pickOverlapping(map[peer.ID]Candidate{c.hosts[2].ID(): c.ids[2].Candidate(), c.hosts[3].ID(): c.ids[3].Candidate()},
+		c.hosts[asker].ID(), c.hosts[server].ID(), 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range paths {
+		if path[0].ID == path[1].ID {
+			t.Fatal("a relay twice on one path")
+		}
+	}
+	if _, err := pickOverlapping(map[peer.ID]Candidate{c.hosts[2].ID(): c.ids[2].Candidate()},
+		c.hosts[asker].ID(), c.hosts[server].ID(), 4, 2); !errors.Is(err, ErrNoPaths) {
+		t.Fatalf("one relay for paths of 2: err %v", err)
+	}
+}

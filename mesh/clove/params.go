@@ -34,6 +34,12 @@ type Params struct {
 	// Retries is the number of such resends; zero means the default 1, a
 	// negative value none.
 	Retries int
+	// AllowOverlap lets paths share relays when the membership view has
+	// fewer than N·L relays (each path still has L distinct relays). Paths
+	// then fail together more often and a shared relay sees more of one
+	// request. Default false: such requests fail with ErrNoPaths. A
+	// community of fewer than N·L+2 nodes needs it (or a smaller N or L).
+	AllowOverlap bool
 	// MaxSessions bounds the reply sessions and the replay tags a node
 	// holds; beyond it new packets are dropped. Default 65536.
 	MaxSessions int
