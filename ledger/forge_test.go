@@ -491,3 +491,32 @@ func TestSyncManyBatches(t *testing.T) {
 		}
 	}
 }
+
+// A node that is behind sends only the tail of its chains, not all of them.
+func TestSyncBehindSendsLittle(t *testing.T) {
+	ka, kb, txs := genChain(110)
+	clk := newClock()
+	x := openNode(t, t.TempDir(), ka, testRules(), clk)
+	y := openNode(t, t.TempDir(), kb, testRules(), clk)
+	if _, err := x.Ingest(txs[:100]...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := y.Ingest(txs...); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := net.Pipe()
+	res := make(chan SyncStats, 1)
+	go func() { st, _ := y.Sync(context.Background(), p2); res <- st }()
+	stx, err := x.Sync(context.Background(), p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sty := <-res
+	if sty.Sent != 10 || stx.New != 10 {
+		t.Errorf("ahead side sent %d, behind side stored %d new; want 10 and 10", sty.Sent, stx.New)
+	}
+	if stx.Sent > 12 {
+		t.Errorf("behind side sent %d txs back, want at most 12 (from the checkpoint at 94)", stx.Sent)
+	}
+	t.Logf("ahead sent %d, behind sent %d", sty.Sent, stx.Sent)
+}

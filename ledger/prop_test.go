@@ -241,46 +241,7 @@ func TestPropertyForksMergeOrderIndependently(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		w := newWorld(t, 3)
 		defer w.close()
-		type ent struct {
-			m    MemberID
-			seq  uint64
-			hash Hash
-		}
-		var entries []ent
-		var txs []*Tx
-		n := rapid.IntRange(1, 25).Draw(t, "txs")
-		for range n {
-			i := rapid.IntRange(0, 2).Draw(t, "payer")
-			j := (i + rapid.IntRange(1, 2).Draw(t, "payee_off")) % 3
-			pos := func(who int) Position {
-				m := MemberOfKey(w.keys[who])
-				seq := uint64(rapid.IntRange(1, 4).Draw(t, "seq"))
-				if seq == 1 {
-					return Position{Seq: 1}
-				}
-				var cands []Hash
-				for _, e := range entries {
-					if e.m == m && e.seq == seq-1 {
-						cands = append(cands, e.hash)
-					}
-				}
-				cands = append(cands, Hash{0xee, byte(seq)})
-				return Position{Seq: seq, Prev: rapid.SampledFrom(cands).Draw(t, "prev")}
-			}
-			b := Body{Payer: MemberOfKey(w.keys[i]), Payee: MemberOfKey(w.keys[j]), PayerPos: pos(i), PayeePos: pos(j),
-				Amount: rapid.Int64Range(1, 1000).Draw(t, "amount"), Unit: "credit",
-				Created: w.clk.Now(), Expires: w.clk.Now().Add(time.Minute)}
-			if fee := rapid.Int64Range(0, 50).Draw(t, "fee"); fee > 0 {
-				b.Fee, b.Commons = fee, w.rules.Commons
-			}
-			w.clk.Advance(time.Second)
-			tx := signBoth(b, w.keys[i], w.keys[j])
-			txs = append(txs, tx)
-			for _, m := range []MemberID{b.Payer, b.Payee} {
-				e, _ := tx.EntryFor(m)
-				entries = append(entries, ent{m, e.Seq, e.Hash()})
-			}
-		}
+		txs := arbitraryTxs(t, w)
 		type result struct {
 			acc []Account
 			q   []MemberID
@@ -318,6 +279,148 @@ func TestPropertyForksMergeOrderIndependently(t *testing.T) {
 		for _, r := range results[1:] {
 			if !slices.Equal(r.acc, results[0].acc) || !slices.Equal(r.q, results[0].q) {
 				t.Fatalf("orders disagree:\n%v %v\n%v %v", r.acc, r.q, results[0].acc, results[0].q)
+			}
+		}
+	})
+}
+
+// arbitraryTxs draws fully signed transactions among the world's members
+// with arbitrary chain positions: honest chains, forks, gaps, broken links.
+func arbitraryTxs(t *rapid.T, w *world) []*Tx {
+	type ent struct {
+		m    MemberID
+		seq  uint64
+		hash Hash
+	}
+	var entries []ent
+	var txs []*Tx
+	n := rapid.IntRange(1, 25).Draw(t, "txs")
+	for range n {
+		i := rapid.IntRange(0, 2).Draw(t, "payer")
+		j := (i + rapid.IntRange(1, 2).Draw(t, "payee_off")) % 3
+		pos := func(who int) Position {
+			m := MemberOfKey(w.keys[who])
+			seq := uint64(rapid.IntRange(1, 4).Draw(t, "seq"))
+			if seq == 1 {
+				return Position{Seq: 1}
+			}
+			var cands []Hash
+			for _, e := range entries {
+				if e.m == m && e.seq == seq-1 {
+					cands = append(cands, e.hash)
+				}
+			}
+			cands = append(cands, Hash{0xee, byte(seq)})
+			return Position{Seq: seq, Prev: rapid.SampledFrom(cands).Draw(t, "prev")}
+		}
+		b := Body{Payer: MemberOfKey(w.keys[i]), Payee: MemberOfKey(w.keys[j]), PayerPos: pos(i), PayeePos: pos(j),
+			Amount: rapid.Int64Range(1, 1000).Draw(t, "amount"), Unit: "credit",
+			Created: w.clk.Now(), Expires: w.clk.Now().Add(time.Minute)}
+		if fee := rapid.Int64Range(0, 50).Draw(t, "fee"); fee > 0 {
+			b.Fee, b.Commons = fee, w.rules.Commons
+		}
+		w.clk.Advance(time.Second)
+		tx := signBoth(b, w.keys[i], w.keys[j])
+		txs = append(txs, tx)
+		for _, m := range []MemberID{b.Payer, b.Payee} {
+			e, _ := tx.EntryFor(m)
+			entries = append(entries, ent{m, e.Seq, e.Hash()})
+		}
+	}
+	return txs
+}
+
+// TestPropertySyncConvergesWithForks: arbitrary signed transactions (with
+// forks, gaps, broken links) spread over three nodes in random subsets;
+// random-order pairwise syncs (two passes along a random chain of the
+// nodes, forth and back) leave every node identical to a node that ingested
+// everything: balances, heads, quarantined members.
+func TestPropertySyncConvergesWithForks(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := newWorld(t, 3)
+		txs := arbitraryTxs(t, w)
+		var seed [32]byte
+		seed[0] = 0x0c
+		ref := w.open(ed25519.NewKeyFromSeed(seed[:]))
+		defer w.close(ref)
+		if _, err := ref.Ingest(txs...); err != nil {
+			t.Fatal(err)
+		}
+		parts := make([][]*Tx, len(w.nodes))
+		for _, tx := range txs {
+			owner := rapid.IntRange(0, len(w.nodes)-1).Draw(t, "owner") // someone holds each tx
+			for i := range w.nodes {
+				if i == owner || rapid.Bool().Draw(t, fmt.Sprintf("has%d", i)) {
+					parts[i] = append(parts[i], tx)
+				}
+			}
+		}
+		for i, n := range w.nodes {
+			if _, err := n.Ingest(parts[i]...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		order := rapid.Permutation(w.nodes).Draw(t, "order")
+		for pass := 0; pass < 2; pass++ {
+			for k := 1; k < len(order); k++ {
+				syncNodes(t, order[k-1], order[k])
+			}
+			slices.Reverse(order)
+		}
+		want := view(t, ref)
+		wq, _ := ref.Quarantined()
+		for _, n := range w.nodes {
+			got := view(t, n)
+			q, _ := n.Quarantined()
+			if !slices.Equal(got, want) || !slices.Equal(q, wq) {
+				t.Fatalf("%s after sync:\n%v %v\nwant\n%v %v", n.ID().Short(), got, q, want, wq)
+			}
+		}
+	})
+}
+
+// TestPropertyOneSyncGivesTheUnion: after ONE sync between two nodes holding
+// random subsets of arbitrary signed transactions (forks, gaps, broken
+// links), both hold exactly the union: same balances, heads and quarantine
+// as a node that ingested the union.
+func TestPropertyOneSyncGivesTheUnion(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := newWorld(t, 3)
+		txs := arbitraryTxs(t, w)
+		var seed [32]byte
+		seed[0] = 0x0d
+		ref := w.open(ed25519.NewKeyFromSeed(seed[:]))
+		defer w.close(ref)
+		x, y := w.nodes[0], w.nodes[1]
+		var px, py, union []*Tx
+		for _, tx := range txs {
+			inX, inY := rapid.Bool().Draw(t, "x"), rapid.Bool().Draw(t, "y")
+			if inX {
+				px = append(px, tx)
+			}
+			if inY {
+				py = append(py, tx)
+			}
+			if inX || inY {
+				union = append(union, tx)
+			}
+		}
+		for _, in := range []struct {
+			n   *Node
+			txs []*Tx
+		}{{x, px}, {y, py}, {ref, union}} {
+			if _, err := in.n.Ingest(in.txs...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		syncNodes(t, x, y)
+		want := view(t, ref)
+		wq, _ := ref.Quarantined()
+		for _, n := range []*Node{x, y} {
+			got := view(t, n)
+			q, _ := n.Quarantined()
+			if !slices.Equal(got, want) || !slices.Equal(q, wq) {
+				t.Fatalf("%s after one sync:\n%v %v\nwant\n%v %v", n.ID().Short(), got, q, want, wq)
 			}
 		}
 	})

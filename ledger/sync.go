@@ -21,28 +21,41 @@ type SyncStats struct {
 	ProofsReceived int      `json:"proofs_received"`
 }
 
-// summary item: member, contiguous head, quarantined flag.
+// summary item: member, contiguous head, quarantined flag, and checkpoints:
+// the hashes of the canonical entries at head-1, head-2, head-4, …,
+// head-2^(maxCheckpoints-1) (those >= 1). A peer that is behind finds the
+// highest checkpoint at or below its own head; if its entry there has the
+// same hash, the sender holds its whole prefix up to it (hash linking) and
+// only the entries above it need to travel.
 type summaryItem struct {
 	Member      MemberID
 	Head        Head
 	Quarantined bool
+	Checkpoints []Head // descending seq
 }
 
 const (
-	summaryItemSize  = 32 + 8 + 32 + 1
-	summaryPerMsg    = (MaxMessageSize - 16) / summaryItemSize
+	maxCheckpoints   = 8
+	summaryItemMax   = 32 + 8 + 32 + 1 + 1 + maxCheckpoints*40
+	summaryPerMsg    = (MaxMessageSize - 16) / summaryItemMax
 	maxSummaryItems  = 1 << 17 // chains per peer summary
 	batchTargetBytes = MaxMessageSize / 2
 )
 
 func encodeSummary(items []summaryItem) []byte {
-	e := encoder{b: make([]byte, 0, 4+len(items)*summaryItemSize)}
+	e := encoder{b: make([]byte, 0, 4+len(items)*summaryItemMax)}
 	e.b = binary.BigEndian.AppendUint32(e.b, uint32(len(items)))
 	for _, it := range items {
 		e.raw(it.Member[:])
 		e.u64(it.Head.Seq)
 		e.raw(it.Head.Hash[:])
 		e.boolean(it.Quarantined)
+		cps := it.Checkpoints[:min(len(it.Checkpoints), maxCheckpoints)]
+		e.u8(uint8(len(cps)))
+		for _, c := range cps {
+			e.u64(c.Seq)
+			e.raw(c.Hash[:])
+		}
 	}
 	return e.b
 }
@@ -53,8 +66,8 @@ func decodeSummary(b []byte) ([]summaryItem, error) {
 	if c := d.take(4, "count"); c != nil {
 		n = int(binary.BigEndian.Uint32(c))
 	}
-	if d.err == nil && n*summaryItemSize != len(b)-4 {
-		d.fail("count %d does not match %d payload bytes", n, len(b)-4)
+	if d.err == nil && n > (len(b)-4)/(32+8+32+1+1) {
+		d.fail("count %d does not fit in %d payload bytes", n, len(b)-4)
 	}
 	var out []summaryItem
 	if d.err == nil {
@@ -66,6 +79,18 @@ func decodeSummary(b []byte) ([]summaryItem, error) {
 		it.Head.Seq = d.u64("head seq")
 		it.Head.Hash = d.id32("head hash")
 		it.Quarantined = d.boolean("quarantined")
+		k := int(d.u8("checkpoint count"))
+		if d.err == nil && k > maxCheckpoints {
+			d.fail("%d checkpoints, at most %d", k, maxCheckpoints)
+		}
+		for j := 0; j < k && d.err == nil; j++ {
+			c := Head{Seq: d.u64("checkpoint seq")}
+			c.Hash = d.id32("checkpoint hash")
+			if d.err == nil && (c.Seq == 0 || c.Seq >= it.Head.Seq || (j > 0 && c.Seq >= it.Checkpoints[j-1].Seq)) {
+				d.fail("checkpoint seq %d out of order (head %d)", c.Seq, it.Head.Seq)
+			}
+			it.Checkpoints = append(it.Checkpoints, c)
+		}
 		out = append(out, it)
 	}
 	if err := d.finish(); err != nil {
@@ -161,7 +186,21 @@ func (n *Node) summary() ([]summaryItem, error) {
 		q := btx.Bucket(bQuar)
 		for k, _ := c.First(); k != nil; {
 			m := MemberID(k[:32])
-			out = append(out, summaryItem{Member: m, Head: getHead(btx, m), Quarantined: q.Get(m[:]) != nil})
+			it := summaryItem{Member: m, Head: getHead(btx, m), Quarantined: q.Get(m[:]) != nil}
+			for k := range maxCheckpoints {
+				back := uint64(1) << k
+				if it.Head.Seq <= back {
+					break
+				}
+				h, ok, err := canonicalHash(btx, m, it.Head.Seq-back)
+				if err != nil {
+					return err
+				}
+				if ok {
+					it.Checkpoints = append(it.Checkpoints, Head{Seq: it.Head.Seq - back, Hash: h})
+				}
+			}
+			out = append(out, it)
 			k, _ = c.Seek(chainKey(m, ^uint64(0)))
 			if k != nil && bytes.HasPrefix(k, m[:]) {
 				k, _ = c.Next()
@@ -262,15 +301,25 @@ func (n *Node) syncWrite(w io.Writer, peerSummary <-chan map[MemberID]summaryIte
 		from := uint64(1)
 		if p, ok := peer[it.Member]; ok && p.Head.Seq > 0 && !p.Quarantined && !it.Quarantined {
 			err := n.view(func(btx *bolt.Tx) error {
-				id := btx.Bucket(bChain).Get(chainKey(it.Member, p.Head.Seq))
-				if id == nil {
+				if h, ok, err := canonicalHash(btx, it.Member, p.Head.Seq); err != nil || (ok && h == p.Head.Hash) {
+					from = p.Head.Seq + 1 // the peer has all of this node's chain up to its head
+					return err
+				}
+				if p.Head.Seq <= it.Head.Seq {
 					return nil
 				}
-				e, err := loadEntry(btx, it.Member, id)
-				if err == nil && e.Hash() == p.Head.Hash {
-					from = p.Head.Seq + 1
+				// This node is behind: does the peer hold its prefix?
+				for _, c := range p.Checkpoints {
+					if c.Seq > it.Head.Seq {
+						continue
+					}
+					if h, ok, err := canonicalHash(btx, it.Member, c.Seq); err != nil || (ok && h == c.Hash) {
+						from = c.Seq + 1
+						return err
+					}
+					break // diverged: send everything
 				}
-				return err
+				return nil
 			})
 			if err != nil {
 				return err
@@ -473,4 +522,17 @@ func (n *Node) isQuarantined(m MemberID) (bool, error) {
 	var q bool
 	err := n.view(func(btx *bolt.Tx) error { q = btx.Bucket(bQuar).Get(m[:]) != nil; return nil })
 	return q, err
+}
+
+// canonicalHash is the hash of m's canonical entry at seq, if stored.
+func canonicalHash(btx *bolt.Tx, m MemberID, seq uint64) (Hash, bool, error) {
+	id := btx.Bucket(bChain).Get(chainKey(m, seq))
+	if id == nil {
+		return Hash{}, false, nil
+	}
+	e, err := loadEntry(btx, m, id)
+	if err != nil {
+		return Hash{}, false, err
+	}
+	return e.Hash(), true, nil
 }
