@@ -1,9 +1,6 @@
 package tokenizer
 
-import (
-	"container/heap"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // symbol is a span of the text being merged, linked to its neighbours.
 type symbol struct {
@@ -47,23 +44,54 @@ type spmBigram struct {
 	size        int
 }
 
+// spmQueue is a max-heap on score (ties: smaller left first), written out
+// for the element type: container/heap's interface calls cost a third of
+// the encoding time.
 type spmQueue []spmBigram
 
-func (q spmQueue) Len() int { return len(q) }
-func (q spmQueue) Less(i, j int) bool {
-	// max-heap on score, ties: smaller left first
+func (q spmQueue) less(i, j int) bool {
 	if q[i].score != q[j].score {
 		return q[i].score > q[j].score
 	}
 	return q[i].left < q[j].left
 }
-func (q spmQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *spmQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
-func (q *spmQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+
+func (q *spmQueue) push(x spmBigram) {
+	*q = append(*q, x)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *spmQueue) pop() spmBigram {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }
 
 type spmSession struct {
@@ -84,8 +112,8 @@ func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 	for i := 1; i < len(s.syms); i++ {
 		s.tryAdd(t, i-1, i)
 	}
-	for s.queue.Len() > 0 {
-		bg := heap.Pop(&s.queue).(spmBigram)
+	for len(s.queue) > 0 {
+		bg := s.queue.pop()
 		l, r := &s.syms[bg.left], &s.syms[bg.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
 			continue
@@ -115,7 +143,7 @@ func (s *spmSession) tryAdd(t *Tokenizer, left, right int) {
 	if !ok {
 		return
 	}
-	heap.Push(&s.queue, spmBigram{left: left, right: right, score: t.scores[id], size: len(w)})
+	s.queue.push(spmBigram{left: left, right: right, score: t.scores[id], size: len(w)})
 	s.revMerge[w] = [2]int{left, right}
 }
 
@@ -148,22 +176,52 @@ type bpeBigram struct {
 	rank        int32
 }
 
+// bpeQueue is a min-heap on rank (ties: smaller left first).
 type bpeQueue []bpeBigram
 
-func (q bpeQueue) Len() int { return len(q) }
-func (q bpeQueue) Less(i, j int) bool {
+func (q bpeQueue) less(i, j int) bool {
 	if q[i].rank != q[j].rank {
 		return q[i].rank < q[j].rank
 	}
 	return q[i].left < q[j].left
 }
-func (q bpeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *bpeQueue) Push(x any)   { *q = append(*q, x.(bpeBigram)) }
-func (q *bpeQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+
+func (q *bpeQueue) push(x bpeBigram) {
+	*q = append(*q, x)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *bpeQueue) pop() bpeBigram {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }
 
 type bpeSession struct {
@@ -194,8 +252,8 @@ func (s *bpeSession) word1(t *Tokenizer, w string, out []int32) []int32 {
 	for i := 1; i < len(s.syms); i++ {
 		s.add(t, i-1, i)
 	}
-	for s.queue.Len() > 0 {
-		bg := heap.Pop(&s.queue).(bpeBigram)
+	for len(s.queue) > 0 {
+		bg := s.queue.pop()
 		l, r := &s.syms[bg.left], &s.syms[bg.right]
 		if l.n == 0 || r.n == 0 {
 			continue
@@ -242,7 +300,7 @@ func (s *bpeSession) add(t *Tokenizer, left, right int) {
 	if !ok {
 		return
 	}
-	heap.Push(&s.queue, bpeBigram{left: left, right: right, rank: rank,
+	s.queue.push(bpeBigram{left: left, right: right, rank: rank,
 		text: s.word[l.start : r.start+r.n]})
 }
 

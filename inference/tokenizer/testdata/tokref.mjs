@@ -4,10 +4,10 @@
 //   node tokref.mjs <refharness dir> <vocab.gguf> <strings.json> <out.json> <bench text file> <bench reps>
 //
 // strings.json is a JSON array of strings. out.json receives
-// {"plain": [[ids]...], "special": [[ids]...], "bench_tokens": n, "bench_ms": t}:
+// {"plain": [[ids]...], "special": [[ids]...], "bench_tokens": n, "bench_ms": t, "bench_cpu_ms": c}:
 // the ids of every string with parse_special false and true (add_special
 // false, as test-tokenizer-0), and the time to tokenize the bench text
-// <bench reps> times.
+// <bench reps> times (wall and CPU time of the process).
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { join } from "node:path";
@@ -24,8 +24,10 @@ const reps = Number(repsArg) || 1;
 let n = 0;
 model.tokenize(bench, false); // warm-up
 const t0 = performance.now();
+const c0 = process.cpuUsage();
 for (let i = 0; i < reps; i++) n += model.tokenize(bench, false).length;
+const c1 = process.cpuUsage(c0);
 const ms = performance.now() - t0;
-writeFileSync(outPath, JSON.stringify({ plain, special, bench_tokens: n, bench_ms: ms }));
+writeFileSync(outPath, JSON.stringify({ plain, special, bench_tokens: n, bench_ms: ms, bench_cpu_ms: (c1.user + c1.system) / 1000 }));
 await model.dispose();
 await llama.dispose();
