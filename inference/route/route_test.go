@@ -389,3 +389,24 @@ func FuzzDecodeCacheState(f *testing.F) {
 		_ = tr.Apply("n", "m", 0, st)
 	})
 }
+
+// TestOverloadTolerance: a prefix holder only marginally slower than the
+// others keeps its requests; with PlanetServe's bare p80 cut (overload 0)
+// the slowest of three is always skipped.
+func TestOverloadTolerance(t *testing.T) {
+	h := ChunkHashes(toks(12, 64))
+	for _, tc := range []struct {
+		opt  []Option
+		want NodeID
+	}{{nil, "b"}, {[]Option{WithOverload(0)}, "a"}} {
+		r := NewRouter(tc.opt...)
+		_ = r.Tree.Apply("b", "m", 0, CacheState{Version: 1, Full: true, Added: h})
+		r.Begin(Decision{Node: "a"}, 1)(time.Second, true)
+		r.Begin(Decision{Node: "c"}, 1)(1100*time.Millisecond, true)
+		r.Begin(Decision{Node: "b"}, 1)(1200*time.Millisecond, true)
+		d, _ := r.Pick(Request{Model: "m", Hashes: h, PromptTokens: 64}, cands("a", "b", "c"), nil, 1)
+		if d.Node != tc.want {
+			t.Errorf("overload %v: picked %+v, want %s", tc.opt, d, tc.want)
+		}
+	}
+}

@@ -44,6 +44,12 @@ const (
 	// DefaultCutPercentile: nodes whose BF is above this percentile of the
 	// candidates' BFs are skipped for prefix routing (the worst fifth).
 	DefaultCutPercentile = 0.8
+	// DefaultOverload: a node counts as overloaded (skipped for prefix
+	// routing) only when its BF is above the cut percentile AND above this
+	// multiple of the median BF. PlanetServe's rule is the percentile
+	// alone; in a 3-node mesh that always skips the slowest node, even
+	// when it is only marginally slower and holds the whole prompt.
+	DefaultOverload = 2.0
 	// DefaultThreshold is the community reputation threshold (PlanetServe
 	// marks nodes below 0.3 untrusted).
 	DefaultThreshold = 0.3
@@ -105,6 +111,7 @@ type Router struct {
 	weight    float64
 	quantum   int
 	cut       float64
+	overload  float64
 	threshold float64
 	rep       Reputation
 	maxSess   int
@@ -147,12 +154,17 @@ func WithReputation(rep Reputation, threshold float64) Option {
 	return func(r *Router) { r.rep, r.threshold = rep, threshold }
 }
 
+// WithOverload sets the multiple of the median load factor a node must
+// also exceed to be skipped for prefix routing (default DefaultOverload;
+// 0 = PlanetServe's percentile cut alone).
+func WithOverload(x float64) Option { return func(r *Router) { r.overload = max(0, x) } }
+
 // WithTree uses t as the HR-tree (default a NewTree()).
 func WithTree(t *Tree) Option { return func(r *Router) { r.Tree = t } }
 
 // NewRouter returns a router.
 func NewRouter(opts ...Option) *Router {
-	r := &Router{policy: HRTree, weight: DefaultEWMAWeight, quantum: DefaultLoadQuantum, cut: DefaultCutPercentile,
+	r := &Router{policy: HRTree, weight: DefaultEWMAWeight, quantum: DefaultLoadQuantum, cut: DefaultCutPercentile, overload: DefaultOverload,
 		threshold: DefaultThreshold, maxSess: DefaultSessions, maxDec: DefaultDecisions, now: time.Now,
 		load: map[NodeID]*nodeLoad{}, sessions: map[string]*session{}}
 	for _, o := range opts {
@@ -281,6 +293,9 @@ func (r *Router) Pick(req Request, cands []Candidate, exclude []NodeID, attempt 
 		}
 	}
 	limit := percentile(bfs, r.cut) + 1e-12
+	if r.overload > 0 {
+		limit = max(limit, r.overload*percentile(bfs, 0.5))
+	}
 	var best *Candidate
 	var skipped []NodeID
 	for i, c := range ok {
