@@ -29,7 +29,15 @@ import (
 // sit at p > 1, are relays and leave the candidate set. Paths are combined
 // as independent evidence: P(s) ∝ prod_j (s == X_j ? q_j : (1-q_j)/(U-1)).
 // Paths are disjoint, so an X seen on two paths is the sender.
-func anonymityDegree(net *simNet, rng *rand.Rand, f float64, n, L, requests int) (deg, exposed float64) {
+//
+// With a shared entry (Params.SharedEntry) a colluding relay knows whether
+// it is the entry (it gets all N packets of the request from one peer), so
+// X is the sender exactly when the entry colludes.
+func anonymityDegree(net *simNet, rng *rand.Rand, f float64, n, L, requests int, shared bool) (deg, exposed float64) {
+	pick := pickPaths
+	if shared {
+		pick = pickSharedEntry
+	}
 	N := len(net.ids)
 	colluding := map[peer.ID]bool{}
 	for _, i := range rng.Perm(N)[:int(math.Round(f*float64(N)))] {
@@ -42,7 +50,7 @@ func anonymityDegree(net *simNet, rng *rand.Rand, f float64, n, L, requests int)
 		for sender == "" || sender == dest || colluding[sender] || colluding[dest] {
 			sender, dest = net.ids[rng.IntN(N)].ID(), net.ids[rng.IntN(N)].ID()
 		}
-		paths, err := pickPaths(net.cands, sender, dest, n, L)
+		paths, err := pick(net.cands, sender, dest, n, L)
 		if err != nil {
 			panic(err)
 		}
@@ -83,7 +91,11 @@ func anonymityDegree(net *simNet, rng *rand.Rand, f float64, n, L, requests int)
 			}
 			x := hop(p - 1)
 			var q float64
-			if colluding[hop(L)] { // the exit colludes: positions known
+			if shared {
+				if p == 1 {
+					q = 1
+				}
+			} else if colluding[hop(L)] { // the exit colludes: positions known
 				if p == 1 {
 					q = 1
 				}
@@ -159,12 +171,23 @@ func TestSimulateAnonymity(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	requests := 10 * *simRequests
 	var table strings.Builder
-	fmt.Fprintf(&table, "\n| paths n | L | colluding | degree of anonymity | sender exposed |\n|---|---|---|---|---|\n")
-	for _, c := range []struct{ n, L int }{{4, 3}, {1, 3}, {4, 2}} {
+	fmt.Fprintf(&table, "\n| paths n | L | entry | colluding | degree of anonymity | sender exposed |\n|---|---|---|---|---|---|\n")
+	for _, c := range []struct {
+		n, L   int
+		shared bool
+	}{{4, 3, false}, {4, 3, true}, {1, 3, false}, {4, 2, false}} {
 		prev := 1.0
+		entry := "disjoint"
+		if c.shared {
+			entry = "shared"
+		}
+		var at10 float64
 		for _, f := range []float64{0, 0.05, 0.10, 0.20} {
-			d, ex := anonymityDegree(net, rng, f, c.n, c.L, requests)
-			fmt.Fprintf(&table, "| %d | %d | %.0f%% | %.3f | %.3f |\n", c.n, c.L, 100*f, d, ex)
+			d, ex := anonymityDegree(net, rng, f, c.n, c.L, requests, c.shared)
+			fmt.Fprintf(&table, "| %d | %d | %s | %.0f%% | %.3f | %.3f |\n", c.n, c.L, entry, 100*f, d, ex)
+			if f == 0.10 {
+				at10 = d
+			}
 			if d < 0 || d > 1+1e-9 || math.IsNaN(d) {
 				t.Fatalf("degree %v out of [0,1]", d)
 			}
@@ -175,6 +198,9 @@ func TestSimulateAnonymity(t *testing.T) {
 				t.Errorf("n=%d L=%d: degree rose from %.3f to %.3f as colluders grew", c.n, c.L, prev, d)
 			}
 			prev = d
+		}
+		if c.shared && at10 < 0.8 {
+			t.Errorf("shared entry at 10%% colluders: degree %.3f, want about 1-f", at10)
 		}
 	}
 	t.Log(table.String())

@@ -118,6 +118,9 @@ func NewNode(h host.Host, id *Identity, mem Membership, p Params, opts ...Option
 	n := &Node{h: h, id: id, mem: mem, p: p, log: slog.Default(), ctx: ctx, cancel: cancel,
 		seen: map[[16]byte]int64{}, sessions: map[linkKey]*session{}, pending: map[linkKey]*pendingPath{},
 		inbound: map[MessageID]*inbound{}, verified: map[string]bool{}, pick: pickPaths}
+	if p.SharedEntry {
+		n.pick = pickSharedEntry
+	}
 	for _, o := range opts {
 		o(n)
 	}
@@ -448,6 +451,33 @@ func pickOverlapping(cands map[peer.ID]Candidate, self, dest peer.ID, count, L i
 		for j := 0; j < L; j++ {
 			paths[i] = append(paths[i], pool[(i*L+j)%len(pool)])
 		}
+	}
+	return paths, nil
+}
+
+// pickSharedEntry chooses one entry relay shared by all paths, then count
+// disjoint continuations of L-1 relays: path i = entry + continuation i.
+// The sender then talks to one relay only, which bounds its exposure to
+// colluders to that relay (see Params.SharedEntry).
+func pickSharedEntry(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error) {
+	var pool []Candidate
+	for id, c := range cands {
+		if id != self && id != dest {
+			pool = append(pool, c)
+		}
+	}
+	need := 1 + count*(L-1)
+	if len(pool) < need {
+		return nil, fmt.Errorf("clove: %d relays known, a shared entry and %d disjoint continuations of %d need %d: %w",
+			len(pool), count, L-1, need, ErrNoPaths)
+	}
+	for i := 0; i < need; i++ { // partial Fisher-Yates with crypto/rand
+		j := i + randInt(len(pool)-i)
+		pool[i], pool[j] = pool[j], pool[i]
+	}
+	paths := make([][]Candidate, count)
+	for i := range paths {
+		paths[i] = append([]Candidate{pool[0]}, pool[1+i*(L-1):1+(i+1)*(L-1)]...)
 	}
 	return paths, nil
 }

@@ -630,3 +630,32 @@ func TestSmallCommunityOverlap(t *testing.T) {
 		t.Fatalf("one relay for paths of 2: err %v", err)
 	}
 }
+
+// TestSharedEntry: with Params.SharedEntry every path starts at the same
+// relay, so the asker talks to one relay only; the request is answered.
+func TestSharedEntry(t *testing.T) {
+	p := testParams()
+	p.SharedEntry = true
+	c := newCluster(t, 10, p, echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("via one entry"))
+	if err != nil || string(got) != "answer to: via one entry" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	c.settle(t)
+	entries := map[peer.ID]int{}
+	for _, o := range c.obs.snapshot() {
+		if o.Event == "relay" && o.From == c.hosts[asker].ID() {
+			entries[o.Node]++
+		}
+	}
+	if len(entries) != 1 {
+		t.Fatalf("asker sent to %d relays, want 1", len(entries))
+	}
+	for _, n := range entries {
+		if n != 4 {
+			t.Fatalf("entry relayed %d packets, want 4", n)
+		}
+	}
+}
