@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -630,6 +631,33 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 		for _, p := range problems {
 			t.Error(p)
 		}
+	})
+
+	t.Run("the checks can fail", func(t *testing.T) {
+		mu.Lock()
+		nreq, nprob := len(requests), len(problems)
+		mu.Unlock()
+		// A planted inline style is a CSP violation the listener must see.
+		navigate(t, "/hardware")
+		e2eEval[int](t, bctx, `document.body.setAttribute('style', 'outline: 1px solid red'), 0`)
+		// A request to another host (TEST-NET-1; the namespace has no route
+		// to it) must be recorded.
+		const foreign = "http://192.0.2.1/"
+		chromedp.Do(bctx, chromedp.Navigate(foreign)) // fails: no route
+		seen := func() (bool, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			csp := slices.ContainsFunc(problems[nprob:], func(p string) bool { return strings.Contains(p, "Content Security Policy") })
+			return csp, slices.Contains(requests[nreq:], foreign)
+		}
+		for i := 0; i < 50; i++ {
+			if csp, req := seen(); csp && req {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		csp, req := seen()
+		t.Errorf("planted CSP violation seen: %v, planted foreign request seen: %v (want both)", csp, req)
 	})
 	t.Logf("end to end in %.1f s", time.Since(start).Seconds())
 }
