@@ -31,7 +31,7 @@ func bakedImage(t *testing.T, ctx context.Context, dir, name string) string {
 	}
 	img := filepath.Join(dir, name+".img")
 	if _, err := images.Build(ctx, images.Options{Config: loadConfig(t, "amd64"), Target: images.Targets["amd64"],
-		Version: "mesh-1", Output: img, PermDir: perm, ModuleDir: ".."}); err != nil {
+		Version: "mesh-1", Output: img, PermDir: perm, ModuleDir: "..", Size: 1300 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	return img
