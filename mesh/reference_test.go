@@ -128,6 +128,9 @@ func TestNetnsReference(t *testing.T) {
 		detected, reached bool
 		during, duringGot int
 		lost, total       int
+		full              bool
+		discovery         time.Duration
+		links             int // member views up after discovery (20 = full)
 	}
 	run := func(stock bool) result {
 		tp := newTopo(t, 5)
@@ -136,14 +139,25 @@ func TestNetnsReference(t *testing.T) {
 		for i := range 5 {
 			cs = append(cs, startChildKind(t, tp.nodes[i], i+21, hex.EncodeToString(psk(7)), "", stock))
 		}
-		poll(t, 60*time.Second, "full membership", func() bool {
+		started := time.Now()
+		var r result
+		for deadline := started.Add(30 * time.Second); ; time.Sleep(25 * time.Millisecond) {
+			links := 0
 			for _, c := range cs {
-				if c.upCount() != 4 {
-					return false
-				}
+				links += c.upCount()
 			}
-			return true
-		})
+			r.links = links
+			if links == 20 {
+				r.full, r.discovery = true, time.Since(started)
+				break
+			}
+			if time.Now().After(deadline) {
+				if !stock {
+					t.Fatalf("mesh: full membership not reached in 30s (%d/20 views up)", links)
+				}
+				break
+			}
+		}
 		markBaseline(cs)
 		for _, c := range cs {
 			c.send(childMsg{Cmd: "announce_every", MS: 250})
@@ -154,7 +168,6 @@ func TestNetnsReference(t *testing.T) {
 		cut := time.Now()
 		tp.setLink(0, false)
 		time.Sleep(40 * time.Second)
-		var r result
 		r.detected, r.reached = true, true
 		for _, o := range others {
 			at, ok := firstAfter(o, n0.id, cut, func(m childMsg) bool { return m.Reach != "direct" })
@@ -195,6 +208,13 @@ func TestNetnsReference(t *testing.T) {
 		}
 		return ms(d)
 	}
+	disc := func(r result) string {
+		if !r.full {
+			return fmt.Sprintf("not within 30 s (%d/20 member views up)", r.links)
+		}
+		return ms(r.discovery)
+	}
+	figure(t, "reference_full_membership", fmt.Sprintf("mesh %s, stock libp2p %s", disc(mesh), disc(stock)))
 	figure(t, "reference_detection", fmt.Sprintf("mesh %s, stock libp2p %s", show(mesh.detected, mesh.detect), show(stock.detected, stock.detect)))
 	figure(t, "reference_reachable_again_via_relay", fmt.Sprintf("mesh %s, stock libp2p %s", show(mesh.reached, mesh.reup), show(stock.reached, stock.reup)))
 	figure(t, "reference_n0_to_n3_during_40s_cut", fmt.Sprintf("mesh %d/%d, stock libp2p %d/%d", mesh.duringGot, mesh.during, stock.duringGot, stock.during))
