@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nikolalohinski/gonja/v2"
@@ -88,7 +90,10 @@ func Parse(src string) (tmpl *Template, err error) {
 		ControlStructures: builtins.ControlStructures,
 		Methods:           methods,
 	}
-	tpl, err := exec.NewTemplate(rootName, cfg, oneTemplate(src), env)
+	if err := checkBounded(src); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrParse, err)
+	}
+	tpl, err := exec.NewTemplate(rootName, cfg, &oneTemplate{src: src}, env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrParse, shortParseError(err))
 	}
@@ -155,27 +160,124 @@ var methods = func() exec.Methods {
 
 const rootName = "chat_template"
 
-// oneTemplate is a loader that serves only the template itself, so a
-// template from an untrusted model file cannot include or import files.
-type oneTemplate string
-
-func (o oneTemplate) Read(path string) (io.Reader, error) {
-	if path != rootName {
-		return nil, fmt.Errorf("chat template may not load %q", path)
-	}
-	return strings.NewReader(string(o)), nil
+// oneTemplate is a loader that serves the template itself once (to the
+// parser), so a template from an untrusted model file can neither include
+// files nor extend or include itself.
+type oneTemplate struct {
+	src    string
+	served atomic.Bool
 }
 
-func (o oneTemplate) Resolve(path string) (string, error) {
+func (o *oneTemplate) Read(path string) (io.Reader, error) {
+	if path != rootName || o.served.Swap(true) {
+		return nil, fmt.Errorf("chat template may not load %q", path)
+	}
+	return strings.NewReader(o.src), nil
+}
+
+func (o *oneTemplate) Resolve(path string) (string, error) {
 	if path != rootName {
 		return "", fmt.Errorf("chat template may not load %q", path)
 	}
 	return path, nil
 }
 
-func (o oneTemplate) Inherit(string) (loaders.Loader, error) { return o, nil }
+func (o *oneTemplate) Inherit(string) (loaders.Loader, error) { return o, nil }
 
-var _ loaders.Loader = oneTemplate("")
+var _ loaders.Loader = (*oneTemplate)(nil)
+
+// Bounds on what a template may do. gonja's parser and renderer recurse
+// without a limit and Go cannot recover from a stack overflow, so a model
+// file must not be able to make them recurse deeply.
+const (
+	// MaxTemplateBytes bounds a template's size (real ones are < 20 KiB).
+	MaxTemplateBytes = 256 << 10
+	maxNesting       = 128 // brackets and blocks
+)
+
+var (
+	macroDef  = regexp.MustCompile(`\{%-?\s*macro\s+([A-Za-z_][A-Za-z0-9_]*)`)
+	macroEnd  = regexp.MustCompile(`\{%-?\s*endmacro\b`)
+	blockOpen = regexp.MustCompile(`\{%-?\s*(if|for|macro|call|filter|block|raw|with)\b`)
+	blockEnd  = regexp.MustCompile(`\{%-?\s*end(if|for|macro|call|filter|block|raw|with)\b`)
+)
+
+// checkBounded refuses templates that could exhaust the stack: too large,
+// too deeply nested, or with (mutually) recursive macros.
+func checkBounded(src string) error {
+	if len(src) > MaxTemplateBytes {
+		return fmt.Errorf("template of %d bytes exceeds %d", len(src), MaxTemplateBytes)
+	}
+	depth, maxDepth := 0, 0
+	for _, c := range []byte(src) {
+		switch c {
+		case '(', '[', '{':
+			depth++
+			maxDepth = max(maxDepth, depth)
+		case ')', ']', '}':
+			depth = max(depth-1, 0)
+		}
+	}
+	if maxDepth > maxNesting {
+		return fmt.Errorf("brackets nested %d deep (limit %d)", maxDepth, maxNesting)
+	}
+	depth = 0
+	opens := blockOpen.FindAllStringIndex(src, -1)
+	ends := blockEnd.FindAllStringIndex(src, -1)
+	for i, j := 0, 0; i < len(opens) || j < len(ends); {
+		if j >= len(ends) || (i < len(opens) && opens[i][0] < ends[j][0]) {
+			if depth++; depth > maxNesting {
+				return fmt.Errorf("blocks nested more than %d deep", maxNesting)
+			}
+			i++
+		} else {
+			depth--
+			j++
+		}
+	}
+	// macro call graph: body text of each macro mentions which macros?
+	defs := macroDef.FindAllStringSubmatchIndex(src, -1)
+	names := make([]string, len(defs))
+	for i, d := range defs {
+		names[i] = src[d[2]:d[3]]
+	}
+	calls := map[string][]string{}
+	for i, d := range defs {
+		body := src[d[1]:]
+		if e := macroEnd.FindStringIndex(body); e != nil {
+			body = body[:e[0]]
+		}
+		for _, n := range names {
+			if regexp.MustCompile(`\b` + regexp.QuoteMeta(n) + `\s*\(`).MatchString(body) {
+				calls[names[i]] = append(calls[names[i]], n)
+			}
+		}
+	}
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(string) error
+	visit = func(n string) error {
+		switch state[n] {
+		case 1:
+			return fmt.Errorf("macro %q is recursive", n)
+		case 2:
+			return nil
+		}
+		state[n] = 1
+		for _, m := range calls[n] {
+			if err := visit(m); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Render applies the template to msgs.
 func (t *Template) Render(msgs []Message, opts Options) (out string, err error) {
