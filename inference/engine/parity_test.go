@@ -132,6 +132,9 @@ func genModel(t testing.TB, name string, s testmodel.Spec) string {
 var prompt = []int32{1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366}
 
 func TestParityLlamaCpp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parity with llama.cpp runs node; skipped under -short")
+	}
 	spm := vocabFile(t, "ggml-vocab-llama-spm.gguf")
 	refHarness(t)
 	type tc struct {
@@ -149,22 +152,20 @@ func TestParityLlamaCpp(t *testing.T) {
 		{"llama-Q4_K", smallSpec("llama", spm, gguf.TensorQ4_K), 3e-2, 0},
 		{"llama-Q6_K", smallSpec("llama", spm, gguf.TensorQ6_K), 3e-2, 0},
 	}
-	if !testing.Short() {
-		// The architecture, not the vocabulary, is under test here: only qwen2
-		// pays for its 151k-token vocabulary.
-		qwen := vocabFile(t, "ggml-vocab-qwen2.gguf")
-		l3 := smallSpec("llama", spm, gguf.TensorQ8_0)
-		l3.Llama3Rope, l3.RopeBase, l3.Tied = true, 500000, true
-		q2 := smallSpec("qwen2", qwen, gguf.TensorQ8_0)
-		q2.Tied, q2.RopeBase = true, 1000000
-		q3 := smallSpec("qwen3", spm, gguf.TensorQ8_0)
-		q3.Tied, q3.HeadDim = true, 128 // qwen3 has head_dim != dim/heads
-		cases = append(cases,
-			tc{"llama3-rope-Q8_0", l3, 2e-3, 12},
-			tc{"qwen2-Q8_0", q2, 2e-3, 12},
-			tc{"qwen3-Q8_0", q3, 2e-3, 12},
-		)
-	}
+	// The architecture, not the vocabulary, is under test here: only qwen2
+	// pays for its 151k-token vocabulary.
+	qwen := vocabFile(t, "ggml-vocab-qwen2.gguf")
+	l3 := smallSpec("llama", spm, gguf.TensorQ8_0)
+	l3.Llama3Rope, l3.RopeBase, l3.Tied = true, 500000, true
+	q2 := smallSpec("qwen2", qwen, gguf.TensorQ8_0)
+	q2.Tied, q2.RopeBase = true, 1000000
+	q3 := smallSpec("qwen3", spm, gguf.TensorQ8_0)
+	q3.Tied, q3.HeadDim = true, 128 // qwen3 has head_dim != dim/heads
+	cases = append(cases,
+		tc{"llama3-rope-Q8_0", l3, 2e-3, 12},
+		tc{"qwen2-Q8_0", q2, 2e-3, 12},
+		tc{"qwen3-Q8_0", q3, 2e-3, 12},
+	)
 	var report []string
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
