@@ -251,6 +251,9 @@ func TestConcurrentEvals(t *testing.T) {
 func TestSampler(t *testing.T) {
 	logits := []float32{1, 3, 2.9, -1, 0.5}
 	var greedy Sampler
+	if got := (&Sampler{Temperature: 1}).Sample(nil, nil); got != -1 {
+		t.Errorf("empty logits gave %d", got)
+	}
 	if got := greedy.Sample(logits, nil); got != 1 {
 		t.Errorf("greedy = %d", got)
 	}

@@ -37,7 +37,11 @@ type candidate struct {
 
 // Sample returns the next token. history is the tokens so far (prompt and
 // generated), used by the repetition penalty. logits is not modified.
+// Empty logits give -1.
 func (s *Sampler) Sample(logits []float32, history []int32) int32 {
+	if len(logits) == 0 {
+		return -1
+	}
 	pen := s.RepeatPenalty
 	var penalised map[int32]bool
 	if pen > 0 && pen != 1 {
