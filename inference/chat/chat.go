@@ -84,7 +84,8 @@ func Parse(src string) (tmpl *Template, err error) {
 	cfg.TrimBlocks = true
 	cfg.LeftStripBlocks = true
 	env := &exec.Environment{
-		Context:           exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables),
+		Context: exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables).
+			Update(exec.NewContext(map[string]any{"range": boundedRange})),
 		Filters:           builtins.Filters,
 		Tests:             builtins.Tests,
 		ControlStructures: builtins.ControlStructures,
@@ -185,6 +186,48 @@ func (o *oneTemplate) Resolve(path string) (string, error) {
 func (o *oneTemplate) Inherit(string) (loaders.Loader, error) { return o, nil }
 
 var _ loaders.Loader = (*oneTemplate)(nil)
+
+// MaxRange bounds the length of range(): gonja's own range has no bound
+// (a template could loop for hours) and leaks a goroutine when a loop
+// breaks early; this one returns a list.
+const MaxRange = 100_000
+
+func boundedRange(_ *exec.Evaluator, params *exec.VarArgs) ([]int, error) {
+	var a [3]int
+	if len(params.Args) < 1 || len(params.Args) > 3 || len(params.KwArgs) > 0 {
+		return nil, exec.ErrInvalidCall(errors.New("range([start, ]stop[, step]) takes 1 to 3 integers"))
+	}
+	for i, v := range params.Args {
+		if !v.IsInteger() {
+			return nil, exec.ErrInvalidCall(fmt.Errorf("range: argument %d is not an integer", i+1))
+		}
+		a[i] = v.Integer()
+	}
+	start, stop, step := 0, a[0], 1
+	if len(params.Args) >= 2 {
+		start, stop = a[0], a[1]
+	}
+	if len(params.Args) == 3 {
+		step = a[2]
+	}
+	if step == 0 {
+		return nil, exec.ErrInvalidCall(errors.New("range: step cannot be 0"))
+	}
+	n := 0
+	if step > 0 && stop > start {
+		n = (stop - start + step - 1) / step
+	} else if step < 0 && stop < start {
+		n = (start - stop - step - 1) / -step
+	}
+	if n > MaxRange {
+		return nil, exec.ErrInvalidCall(fmt.Errorf("range of %d items exceeds %d", n, MaxRange))
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = start + i*step
+	}
+	return out, nil
+}
 
 // Bounds on what a template may do. gonja's parser and renderer recurse
 // without a limit and Go cannot recover from a stack overflow, so a model

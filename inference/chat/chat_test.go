@@ -100,6 +100,31 @@ func TestParseError(t *testing.T) {
 	}
 }
 
+func TestRange(t *testing.T) {
+	for src, want := range map[string]string{
+		"{% for i in range(3) %}{{ i }}{% endfor %}":                                      "012",
+		"{% for i in range(2, 8, 3) %}{{ i }},{% endfor %}":                               "2,5,",
+		"{% for i in range(5, 0, -2) %}{{ i }}{% endfor %}":                               "531",
+		"{% for i in range(0) %}x{% endfor %}":                                            "",
+		"{% for i in range(10) %}{% if i > 1 %}{% break %}{% endif %}{{ i }}{% endfor %}": "01",
+	} {
+		tp, err := Parse(src)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got, err := tp.Render(nil, Options{}); got != want || err != nil {
+			t.Errorf("%s = %q, %v; want %q", src, got, err, want)
+		}
+	}
+	tp, err := Parse("{% for i in range(1000000000) %}x{% endfor %}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Render(nil, Options{}); !errors.Is(err, ErrRender) || !strings.Contains(err.Error(), "exceeds") {
+		t.Errorf("huge range: %v", err)
+	}
+}
+
 func TestRaiseException(t *testing.T) {
 	tp, err := Parse(`{% if messages|length == 0 %}{{ raise_exception("no messages!") }}{% endif %}ok`)
 	if err != nil {
