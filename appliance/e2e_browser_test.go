@@ -381,9 +381,11 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 	nodes := e2eMesh(t, ctx, log, engineURL)
 	t.Cleanup(func() {
 		cancel()
+		stop := time.Now()
 		for _, n := range nodes {
 			select {
 			case err := <-n.done:
+				t.Logf("%s stopped after %v", n.Config().Name, time.Since(stop))
 				if err != nil {
 					t.Errorf("%s: Run: %v", n.Config().Name, err)
 				}
@@ -505,16 +507,29 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 		{"steward", "/steward", []string{"Steward sign-in"}},
 	}
 	t.Run("views", func(t *testing.T) {
-		for _, v := range views {
-			text := strings.ToLower(navigate(t, v.path))
-			for _, w := range v.want {
-				if !strings.Contains(text, strings.ToLower(w)) {
-					t.Errorf("%s: page does not show %q", v.name, w)
+		// Desktop, then a 360 px phone: real data (peer IDs, model and
+		// sensor names) must not push the page sideways.
+		for _, width := range []int64{1280, 360} {
+			if err := chromedp.Do(bctx, chromedp.EmulateViewport(width, 800)); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range views {
+				text := strings.ToLower(navigate(t, v.path))
+				for _, w := range v.want {
+					if !strings.Contains(text, strings.ToLower(w)) {
+						t.Errorf("%s at %d px: page does not show %q", v.name, width, w)
+					}
+				}
+				if strings.Contains(text, "unavailable:") {
+					t.Errorf("%s: a source shows as unavailable:\n%s", v.name, text)
+				}
+				if sw := e2eEval[[]float64](t, bctx, `[document.documentElement.scrollWidth, document.documentElement.clientWidth]`); sw[0] > sw[1] {
+					t.Errorf("%s at %d px: the page scrolls sideways (scrollWidth %v > clientWidth %v)", v.name, width, sw[0], sw[1])
 				}
 			}
-			if strings.Contains(text, "unavailable:") {
-				t.Errorf("%s: a source shows as unavailable:\n%s", v.name, text)
-			}
+		}
+		if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)); err != nil {
+			t.Fatal(err)
 		}
 	})
 
