@@ -35,11 +35,13 @@ func (n *Node) startMesh(ctx context.Context) error {
 	}
 	listen := n.opts.MeshListen
 	m, err := mesh.New(ctx, mesh.Config{
-		Key:         n.id.Private,
-		PSK:         n.community.PSK[:],
-		ListenAddrs: listen,
-		Bootstrap:   n.community.Manifest.BootstrapPeers,
-		Logger:      n.log.With("subsystem", "mesh"),
+		Key:              n.id.Private,
+		PSK:              n.community.PSK[:],
+		ListenAddrs:      listen,
+		Bootstrap:        append(append([]string(nil), n.community.Manifest.BootstrapPeers...), n.opts.MeshBootstrap...),
+		DisableMDNS:      n.opts.MeshNoLANDiscovery,
+		DisableLinkWatch: n.opts.MeshNoLANDiscovery,
+		Logger:           n.log.With("subsystem", "mesh"),
 	})
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)

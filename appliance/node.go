@@ -21,6 +21,7 @@ import (
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/mesh"
+	"github.com/univrs/hypha/mesh/clove"
 	"github.com/univrs/hypha/provisioning"
 	"github.com/univrs/hypha/sensors"
 )
@@ -41,6 +42,12 @@ type Options struct {
 	// MeshListen are libp2p listen multiaddrs (default: TCP 4001 on all
 	// addresses).
 	MeshListen []string
+	// MeshBootstrap are extra peers to dial (multiaddrs ending in /p2p/ID),
+	// besides the community's bootstrap peers.
+	MeshBootstrap []string
+	// MeshNoLANDiscovery turns off mDNS and the netlink watch (tests on
+	// loopback, where nodes meet through MeshBootstrap).
+	MeshNoLANDiscovery bool
 	// EngineURL is the local inference engine (inferd, default
 	// http://127.0.0.1:11435; "" for none): its models are announced to the
 	// mesh and the LAN page's chat box talks to it.
@@ -67,6 +74,8 @@ type Node struct {
 	sensors   *sensors.Service        // nil: not running
 	ledger    *ledger.Node            // nil: not running
 	engine    localModels
+	cloves    *clove.Node     // nil: not running
+	cloveDir  clove.Directory // onion keys of the members
 	// sensorsDone is closed when the sampler has flushed and returned.
 	sensorsDone chan struct{}
 
@@ -257,6 +266,10 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("mesh", "err", err)
 		n.alert(lanpage.SeverityCritical, "mesh", err.Error())
 	}
+	if err := n.startCloves(ctx); err != nil {
+		n.log.Error("cloves", "err", err)
+		n.alert(lanpage.SeverityWarning, "cloves", "anonymous requests unavailable: "+err.Error())
+	}
 	if err := n.startLedger(ctx); err != nil {
 		n.log.Error("ledger", "err", err)
 		n.alert(lanpage.SeverityCritical, "ledger", err.Error())
@@ -288,6 +301,9 @@ func (n *Node) Run(ctx context.Context) error {
 // Close stops the subsystems. It is idempotent.
 func (n *Node) Close() error {
 	var errs []error
+	if n.cloves != nil {
+		errs = append(errs, n.cloves.Close())
+	}
 	if n.mesh != nil {
 		errs = append(errs, n.mesh.Close())
 	}
