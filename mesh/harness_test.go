@@ -420,6 +420,11 @@ func needNetns(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2 (ip)")
 	}
+	probe := fmt.Sprintf("hym-probe-%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot create network namespaces here (%v: %s)", err, bytes.TrimSpace(out))
+	}
+	_ = exec.Command("ip", "netns", "del", probe).Run()
 }
 
 func newTopo(t *testing.T, nodes int) *netTopo {

@@ -72,7 +72,7 @@ func testNS(t *testing.T, suffix string) (string, netns.NsHandle) {
 	}
 	name := fmt.Sprintf("hym-nc-%d-%s", os.Getpid()%100000, suffix)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+		t.Skipf("cannot create network namespaces here: ip netns add %s: %v: %s", name, err, out)
 	}
 	h, err := netns.GetFromName(name)
 	if err != nil {
