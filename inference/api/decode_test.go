@@ -156,3 +156,42 @@ func TestStopper(t *testing.T) {
 		}
 	}
 }
+
+// FuzzStopper: however the text is cut into pieces, the released text is
+// exactly the text before the first stop string (or all of it).
+func FuzzStopper(f *testing.F) {
+	f.Add("hello world END more", "END", "o w", 3)
+	f.Add("aaab", "aab", "", 1)
+	f.Add("no stop here", "zz", "\n", 2)
+	f.Fuzz(func(t *testing.T, text, stop1, stop2 string, cut int) {
+		stops := []string{stop1, stop2}
+		want, wantStop := text, false
+		first := -1
+		for _, s := range stops {
+			if s == "" {
+				continue
+			}
+			if i := strings.Index(text, s); i >= 0 && (first < 0 || i < first) {
+				first = i
+			}
+		}
+		if first >= 0 {
+			want, wantStop = text[:first], true
+		}
+		step := 1 + (cut&7+8)%8
+		st := stopper{stops: stops}
+		var got strings.Builder
+		stopped := false
+		for i := 0; i < len(text) && !stopped; i += step {
+			out, s := st.push(text[i:min(i+step, len(text))])
+			got.WriteString(out)
+			stopped = s
+		}
+		if !stopped {
+			got.WriteString(st.flush())
+		}
+		if got.String() != want || stopped != wantStop {
+			t.Fatalf("stops %q, text %q in steps of %d: got %q (stop %v), want %q (stop %v)", stops, text, step, got.String(), stopped, want, wantStop)
+		}
+	})
+}
