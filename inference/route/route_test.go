@@ -410,3 +410,22 @@ func TestOverloadTolerance(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyHolderLosesToIdleNode: a holder whose queue is longer than the
+// prefix it saves loses to an idle node; a short queue does not matter.
+func TestBusyHolderLosesToIdleNode(t *testing.T) {
+	h := ChunkHashes(toks(13, 320))
+	req := Request{Model: "m", Hashes: h, PromptTokens: 330}
+	r := NewRouter()
+	_ = r.Tree.Apply("b", "m", 0, CacheState{Version: 1, Full: true, Added: h})
+	end := r.Begin(Decision{Node: "b", Prompt: 40}, 4) // 44 tokens queued on b
+	if d, _ := r.Pick(req, cands("a", "b"), nil, 1); d.Node != "b" || d.Reason != "prefix" {
+		t.Fatalf("short queue: %+v", d)
+	}
+	end(0, false)
+	r.Begin(Decision{Node: "b", Prompt: 400}, 100) // 500 queued > 320 saved
+	d, _ := r.Pick(req, cands("a", "b"), nil, 1)
+	if d.Node != "a" || d.Reason != "least-loaded" || !strings.Contains(d.Detail, "more work queued") {
+		t.Fatalf("long queue: %+v", d)
+	}
+}

@@ -14,12 +14,15 @@ import (
 type Policy int
 
 const (
-	// HRTree: session, else longest cached prefix among trusted nodes not
-	// in the worst fifth by load factor, else the least loaded.
+	// HRTree: session, else among trusted nodes not in the worst fifth by
+	// load factor the one with the least work before the first token
+	// (queued tokens + prompt tokens it does not hold): the longest cached
+	// prefix when queues are equal, else the least loaded.
 	HRTree Policy = iota
 	// RoundRobin cycles through the candidates.
 	RoundRobin
-	// LeastLoaded picks the lowest load factor.
+	// LeastLoaded picks the fewest queued tokens, then the lowest load
+	// factor.
 	LeastLoaded
 )
 
@@ -281,7 +284,16 @@ func (r *Router) Pick(req Request, cands []Candidate, exclude []NodeID, attempt 
 		r.rr++
 		return choose(c, "round-robin", "next in turn")
 	case LeastLoaded:
-		return choose(least, "least-loaded", fmt.Sprintf("load factor %.3g, lowest of %d", bf[least.Node], len(ok)))
+		// the fewest queued tokens (what "least loaded" means to a
+		// conventional balancer), then the lowest load factor
+		ll := ok[0]
+		q := func(c Candidate) int { return r.loadLocked(c.Node).queued + max(0, c.Queued) }
+		for _, c := range ok[1:] {
+			if q(c) < q(ll) || (q(c) == q(ll) && bf[c.Node] < bf[ll.Node]) {
+				ll = c
+			}
+		}
+		return choose(ll, "least-loaded", fmt.Sprintf("%d tokens queued, load factor %.3g", q(ll), bf[ll.Node]))
 	}
 	if req.Session != "" {
 		if s := r.sessions[req.Session]; s != nil {
@@ -296,30 +308,48 @@ func (r *Router) Pick(req Request, cands []Candidate, exclude []NodeID, attempt 
 	if r.overload > 0 {
 		limit = max(limit, r.overload*percentile(bfs, 0.5))
 	}
+	// Among trusted nodes not in the worst fifth, pick the least work
+	// ahead of the first token: tokens queued there plus the prompt
+	// tokens it does not hold. With equal queues this is the longest
+	// cached prefix; a holder busy with more than the prefix saves loses
+	// to an idle node (PlanetServe's quantised BF cannot see queues
+	// shorter than 2048 tokens).
+	work := func(c Candidate) int {
+		return r.loadLocked(c.Node).queued + max(0, c.Queued) + max(0, req.PromptTokens-match[c.Node]*ChunkTokens)
+	}
 	var best *Candidate
 	var skipped []NodeID
 	for i, c := range ok {
-		n := match[c.Node]
-		if n == 0 {
-			continue
-		}
 		if bf[c.Node] > limit {
-			skipped = append(skipped, c.Node)
+			if match[c.Node] > 0 {
+				skipped = append(skipped, c.Node)
+			}
 			continue
 		}
-		if best == nil || n > match[best.Node] || (n == match[best.Node] && bf[c.Node] < bf[best.Node]) {
+		if best == nil {
+			best = &ok[i]
+			continue
+		}
+		w, bw := work(c), work(*best)
+		if w < bw || (w == bw && (match[c.Node] > match[best.Node] || (match[c.Node] == match[best.Node] && bf[c.Node] < bf[best.Node]))) {
 			best = &ok[i]
 		}
 	}
-	if best != nil {
-		return choose(*best, "prefix", fmt.Sprintf("holds %d of %d prompt tokens, load factor %.3g (p80 %.3g)",
-			min(match[best.Node]*ChunkTokens, req.PromptTokens), req.PromptTokens, bf[best.Node], limit))
+	if best == nil { // cannot happen: the lowest BF is never above the limit
+		best = &least
+	}
+	if match[best.Node] > 0 {
+		return choose(*best, "prefix", fmt.Sprintf("holds %d of %d prompt tokens, %d tokens of work ahead, load factor %.3g (cut %.3g)",
+			min(match[best.Node]*ChunkTokens, req.PromptTokens), req.PromptTokens, work(*best), bf[best.Node], limit))
 	}
 	detail := "no node holds a prefix"
-	if len(skipped) > 0 {
+	switch {
+	case len(skipped) > 0:
 		detail = fmt.Sprintf("prefix holders %v are in the worst fifth by load", skipped)
+	case len(match) > 0:
+		detail = "prefix holders have more work queued than their prefix saves"
 	}
-	return choose(least, "least-loaded", fmt.Sprintf("%s; load factor %.3g", detail, bf[least.Node]))
+	return choose(*best, "least-loaded", fmt.Sprintf("%s; %d tokens of work ahead, load factor %.3g", detail, work(*best), bf[best.Node]))
 }
 
 func (r *Router) rememberLocked(key string, n NodeID) {
