@@ -533,6 +533,36 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("JSON of every view", func(t *testing.T) {
+		for _, v := range views {
+			if v.name == "steward" {
+				continue
+			}
+			var parts map[string]json.RawMessage
+			if err := getJSON(ctx, self.url+"/api/"+v.name, &parts); err != nil {
+				t.Errorf("%s: %v", v.name, err)
+				continue
+			}
+			running := 0
+			for k, raw := range parts {
+				var p struct {
+					Running *bool
+					Error   string
+				}
+				if json.Unmarshal(raw, &p) != nil || p.Running == nil {
+					continue // not a data source part
+				}
+				running++
+				if !*p.Running || p.Error != "" {
+					t.Errorf("%s JSON: %s running=%v error=%q", v.name, k, *p.Running, p.Error)
+				}
+			}
+			if running == 0 {
+				t.Errorf("%s JSON has no data source part: %.300s", v.name, fmt.Sprint(parts))
+			}
+		}
+	})
+
 	t.Run("chat streams a reply from the inference server", func(t *testing.T) {
 		navigate(t, "/inference")
 		model := e2eEval[string](t, bctx, `document.getElementById('chat-model').value`)
