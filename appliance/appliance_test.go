@@ -254,7 +254,7 @@ func TestStewardEditsNodeConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := n2.Config()
-	if c.Name != "riverbend-1" || c.Location.Latitude != 47.5 || c.Location.Longitude != 8.25 || c.Location.Place != "River Bend" {
+	if c.Name != "riverbend-1" || c.Location.Latitude != 47.5 || c.Location.Longitude != 8.25 || c.Bioregion != "River Bend" {
 		t.Fatalf("saved config: %+v", c)
 	}
 }

@@ -28,6 +28,9 @@ type NodeConfig struct {
 	Location Location `json:"location"`
 	// LANListen is where the LAN page listens (default ":80").
 	LANListen string `json:"lanListen"`
+	// Bioregion overrides the community's for this box's accounts (a box
+	// at the edge of two watersheds); empty: the community's.
+	Bioregion string `json:"bioregion,omitempty"`
 }
 
 // Location of a node.

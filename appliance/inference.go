@@ -108,6 +108,11 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 				Healthy: m.State == mesh.StateUp, Load: a.Load, Reputation: 1})
 		}
 	}
+	n.recentMu.Lock()
+	for i := len(n.recent) - 1; i >= 0; i-- {
+		out.Recent = append(out.Recent, n.recent[i])
+	}
+	n.recentMu.Unlock()
 	for _, m := range byName {
 		out.Models = append(out.Models, *m)
 	}

@@ -71,6 +71,9 @@ func (n *Node) announce() {
 }
 
 func (n *Node) bioregion() string {
+	if b := n.Config().Bioregion; b != "" {
+		return b
+	}
 	if n.community != nil {
 		return n.community.Manifest.Bioregion
 	}

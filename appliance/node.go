@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/inference/gateway"
 	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/mesh/clove"
@@ -52,6 +53,12 @@ type Options struct {
 	// http://127.0.0.1:11435; "" for none): its models are announced to the
 	// mesh and the LAN page's chat box talks to it.
 	EngineURL string
+	// GatewayListen is where the mesh inference gateway answers (OpenAI
+	// and Ollama API; ":11434" on the appliance; "" for none).
+	GatewayListen string
+	// ModelsDir is the local engine's models directory, whose tokenizers
+	// let the gateway key requests by tokens (default PermDir/models).
+	ModelsDir string
 	// ManageLinks lets the node configure network links with netlink
 	// (mesh bridge, ULA): on the appliance, not in tests on a host.
 	ManageLinks bool
@@ -74,8 +81,11 @@ type Node struct {
 	sensors   *sensors.Service        // nil: not running
 	ledger    *ledger.Node            // nil: not running
 	engine    localModels
-	cloves    *clove.Node     // nil: not running
-	cloveDir  clove.Directory // onion keys of the members
+	cloves    *clove.Node      // nil: not running
+	gateway   *gateway.Gateway // nil: not running
+	recentMu  sync.Mutex
+	recent    []lanpage.RouteDecision // guarded by recentMu
+	cloveDir  clove.Directory         // onion keys of the members
 	// sensorsDone is closed when the sampler has flushed and returned.
 	sensorsDone chan struct{}
 
@@ -106,6 +116,9 @@ func New(opts Options) (*Node, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.ModelsDir == "" {
+		opts.ModelsDir = filepath.Join(opts.PermDir, "models")
 	}
 	if opts.Version == "" {
 		opts.Version = "dev"
@@ -145,8 +158,9 @@ func (n *Node) Config() NodeConfig {
 // Info is what the LAN page and /api/node show about this box.
 func (n *Node) Info() lanpage.NodeInfo {
 	c := n.Config()
-	loc := c.Location.Place
-	if loc == "" && (c.Location.Latitude != 0 || c.Location.Longitude != 0) {
+	// Location is what the steward's form edits: "lat,lon" or nothing.
+	loc := ""
+	if c.Location.Latitude != 0 || c.Location.Longitude != 0 {
 		loc = fmt.Sprintf("%.4f,%.4f", c.Location.Latitude, c.Location.Longitude)
 	}
 	return lanpage.NodeInfo{
@@ -274,6 +288,10 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("ledger", "err", err)
 		n.alert(lanpage.SeverityCritical, "ledger", err.Error())
 	}
+	if err := n.startGateway(ctx); err != nil {
+		n.log.Error("gateway", "err", err)
+		n.alert(lanpage.SeverityCritical, "gateway", err.Error())
+	}
 	defer n.Close()
 	go n.announceLoop(ctx)
 	if n.opts.EngineURL != "" {
@@ -301,6 +319,9 @@ func (n *Node) Run(ctx context.Context) error {
 // Close stops the subsystems. It is idempotent.
 func (n *Node) Close() error {
 	var errs []error
+	if n.gateway != nil {
+		errs = append(errs, n.gateway.Close())
+	}
 	if n.cloves != nil {
 		errs = append(errs, n.cloves.Close())
 	}

@@ -45,8 +45,9 @@ func (n *Node) setNodeConfig(_ context.Context, e lanpage.NodeConfigEdit) error 
 		}
 		c.Location.Latitude, c.Location.Longitude = la, lo
 	}
-	if e.Bioregion != "" {
-		c.Location.Place = e.Bioregion
+	c.Bioregion = strings.TrimSpace(e.Bioregion)
+	if n.community != nil && c.Bioregion == n.community.Manifest.Bioregion {
+		c.Bioregion = "" // the form shows the community's: not an override
 	}
 	if err := SaveNodeConfig(filepath.Join(n.opts.PermDir, "hypha", "node.json"), c); err != nil {
 		return err

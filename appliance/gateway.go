@@ -1,0 +1,205 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/inference/gateway"
+	"github.com/univrs/hypha/inference/route"
+	"github.com/univrs/hypha/ledger"
+	"github.com/univrs/hypha/mesh"
+	"github.com/univrs/hypha/sensors/obs"
+)
+
+// startGateway serves the mesh inference gateway (OpenAI + Ollama API, the
+// Ollama port 11434 on the appliance): every node answers for the whole
+// mesh, routing each request to the node that already caches its prefix.
+func (n *Node) startGateway(ctx context.Context) error {
+	if n.opts.GatewayListen == "" {
+		return nil
+	}
+	cfg := gateway.Config{
+		Local: n.opts.EngineURL, LocalID: route.NodeID(n.id.ID()), ModelsDir: n.opts.ModelsDir,
+		Log: n.log, Usage: n.onUsage,
+	}
+	if n.mesh != nil {
+		cfg.Streams = n.mesh
+		cfg.Peers = func() []gateway.Peer {
+			var out []gateway.Peer
+			for _, m := range n.mesh.Members() {
+				if m.State == mesh.StateUp && m.Announcement != nil && len(m.Announcement.Models) > 0 {
+					out = append(out, gateway.Peer{ID: m.ID, Name: m.Name})
+				}
+			}
+			return out
+		}
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	n.gateway = g
+	go g.Run(ctx)
+	ln, err := net.Listen("tcp", n.opts.GatewayListen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	srv := &http.Server{Handler: n.anonymousOr(g), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	go func() { <-ctx.Done(); srv.Close() }()
+	n.log.Info("inference gateway", "addr", ln.Addr().String())
+	return nil
+}
+
+// anonymousOr sends OpenAI chat requests marked anonymous (the request
+// field "anonymous": true or the header X-Hypha-Anonymous: 1) as cloves
+// over onion paths; everything else goes to next.
+func (n *Node) anonymousOr(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/chat/completions" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req map[string]json.RawMessage
+		anon := r.Header.Get("X-Hypha-Anonymous") == "1"
+		if json.Unmarshal(body, &req) == nil {
+			if v, ok := req["anonymous"]; ok {
+				anon = anon || string(v) == "true"
+				delete(req, "anonymous")
+			}
+		}
+		if !anon {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			next.ServeHTTP(w, r)
+			return
+		}
+		var model string
+		json.Unmarshal(req["model"], &model)
+		if s := string(req["stream"]); s == "true" {
+			openAIError(w, http.StatusBadRequest, "anonymous requests cannot stream: send them with \"stream\": false")
+			return
+		}
+		clean, _ := json.Marshal(req)
+		out, _, err := n.AskAnonymously(r.Context(), model, clean)
+		if err != nil {
+			code := http.StatusBadGateway
+			if errors.Is(err, errNoServer) {
+				code = http.StatusNotFound
+			}
+			openAIError(w, code, "anonymous request: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(out)
+	})
+}
+
+func openAIError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": "hypha_error"}})
+}
+
+// onUsage records where a request went and, when a peer served it, pays
+// that peer: the payer proposes, with the inference receipt and the
+// sensor readings of the moment attached; the payee countersigns.
+func (n *Node) onUsage(u gateway.Usage) {
+	n.recentMu.Lock()
+	reason := "no node had the prompt cached: least loaded"
+	if u.CachedTokens > 0 {
+		reason = fmt.Sprintf("longest cached prefix (%d of %d tokens)", u.CachedTokens, u.PromptTokens)
+	}
+	n.recent = append(n.recent, lanpage.RouteDecision{Time: time.Now(), Model: u.Model, Node: n.nodeName(string(u.Node)),
+		Reason: reason, PrefixTokens: u.CachedTokens, PromptTokens: u.PromptTokens, TTFT: u.TTFB, OK: true})
+	if len(n.recent) > 50 {
+		n.recent = n.recent[len(n.recent)-50:]
+	}
+	n.recentMu.Unlock()
+	if u.Kind != "peer" || n.ledger == nil || n.mesh == nil {
+		return
+	}
+	go n.payFor(u)
+}
+
+// payFor settles one served request with the peer that served it.
+func (n *Node) payFor(u gateway.Usage) {
+	pid, err := peer.Decode(string(u.Node))
+	if err != nil {
+		return
+	}
+	pk, err := pid.ExtractPublicKey()
+	if err != nil || pk.Type() != crypto.Ed25519 {
+		return
+	}
+	raw, _ := pk.Raw()
+	var payee ledger.MemberID
+	copy(payee[:], raw)
+	terms := ledger.Terms{
+		Payer: ledger.MemberOfKey(n.id.Private), Payee: payee, Purpose: ledger.PurposeInference, Bioregion: n.bioregion(),
+		Receipt:      &ledger.Receipt{ModelHash: u.Model, TokensIn: uint64(u.PromptTokens), TokensOut: uint64(u.OutputTokens)},
+		Observations: n.ledgerObservations(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := n.mesh.NewStream(ctx, pid, protocol.ID(ledger.CountersignProtocolID))
+	if err != nil {
+		n.log.Warn("pay for inference", "peer", pid, "err", err)
+		return
+	}
+	defer s.Close()
+	if _, err := n.ledger.Pay(ctx, s, terms); err != nil {
+		n.log.Warn("pay for inference", "peer", pid, "err", err)
+		n.alert(lanpage.SeverityWarning, "ledger", "payment for inference served by "+n.nodeName(pid.String())+" failed: "+err.Error())
+	}
+}
+
+// ledgerObservations are the sensor readings attached to a credit flow.
+func (n *Node) ledgerObservations() []ledger.Observation {
+	if n.sensors == nil {
+		return nil
+	}
+	props := map[string]string{obs.PVPower: ledger.PropSolarPower, obs.LoadPower: ledger.PropLoadPower,
+		obs.BatterySoC: ledger.PropBatterySoC, obs.AirTemperature: "air_temperature", obs.SoilMoisture: "soil_moisture"}
+	var out []ledger.Observation
+	for _, o := range n.sensors.Snapshot() {
+		p, ok := props[o.Quantity]
+		if !ok {
+			continue
+		}
+		out = append(out, ledger.Observation{Property: p, Value: o.Value, Unit: o.Unit, Time: o.Time, SensorID: o.SensorID, Simulated: o.Simulated})
+	}
+	return out
+}
+
+// nodeName is a member's name for a peer ID string.
+func (n *Node) nodeName(id string) string {
+	if id == n.id.ID() {
+		return n.Config().Name
+	}
+	if n.mesh != nil {
+		for _, m := range n.mesh.Members() {
+			if m.ID.String() == id && m.Name != "" {
+				return m.Name
+			}
+		}
+	}
+	return id
+}
