@@ -32,6 +32,9 @@ type VM struct {
 	LANAddr string
 	// UpdateAddr is forwarded to gokrazy's web UI / update API port.
 	UpdateAddr string
+	// GatewayAddr is forwarded to the guest's :11434 (the mesh inference
+	// gateway: Ollama and OpenAI clients on the host talk to it).
+	GatewayAddr string
 	// GuestUpdatePort is gokrazy's HTTP port inside the guest (default 8080).
 	GuestUpdatePort string
 	// Dir holds the pid file, serial log and UEFI variables (default: a
@@ -79,6 +82,9 @@ func (v *VM) Args() []string {
 	}
 	if v.UpdateAddr != "" {
 		fwd += ",hostfwd=tcp:" + v.UpdateAddr + "-:" + gport
+	}
+	if v.GatewayAddr != "" {
+		fwd += ",hostfwd=tcp:" + v.GatewayAddr + "-:11434"
 	}
 	args := []string{
 		"-accel", "tcg", "-machine", "pc", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),

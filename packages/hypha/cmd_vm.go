@@ -21,6 +21,7 @@ func runVM(ctx context.Context, args []string) error {
 	image := fs.String("image", "out/hypha-amd64.img", "disk image to boot")
 	lan := fs.String("lan", "127.0.0.1:8080", "host address forwarded to the LAN page (guest :80); node i uses port+10*i")
 	upd := fs.String("update", "127.0.0.1:8081", "host address forwarded to the update API; node i uses port+10*i")
+	gw := fs.String("gateway", "127.0.0.1:11434", "host address forwarded to the inference gateway (guest :11434); node i uses port+10*i")
 	uefi := fs.Bool("uefi", false, "boot with UEFI firmware (OVMF) instead of legacy BIOS")
 	nodes := fs.Int("nodes", 1, "how many appliances to boot from copies of the image, joined by a virtual LAN on loopback (1 or 2)")
 	meshAddr := fs.String("mesh-link", "127.0.0.1:8070", "loopback address of the virtual LAN between the appliances")
@@ -52,7 +53,7 @@ func runVM(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		vm := &images.VM{Image: img, UEFI: *uefi, LANAddr: shift(*lan, i), UpdateAddr: shift(*upd, i),
+		vm := &images.VM{Image: img, UEFI: *uefi, LANAddr: shift(*lan, i), UpdateAddr: shift(*upd, i), GatewayAddr: shift(*gw, i),
 			GuestUpdatePort: m.HTTPPort, Dir: filepath.Join(filepath.Dir(img), filepath.Base(img)+".vm")}
 		if *nodes > 1 {
 			vm.ExtraArgs = images.MeshLink(i, *meshAddr)
@@ -73,8 +74,8 @@ func runVM(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\nappliance %d is up after %.1fs\n  LAN page:   http://%s/\n  update API: http://gokrazy:%s@%s/ (hypha update -image %s -target http://%s/)\n",
-			i+1, time.Since(start).Seconds(), vm.LANAddr, m.Password, vm.UpdateAddr, vm.Image, vm.UpdateAddr)
+		fmt.Printf("\nappliance %d is up after %.1fs\n  LAN page:   http://%s/\n  inference:  http://%s/ (OpenAI /v1 and Ollama /api, the whole mesh)\n  update API: http://gokrazy:%s@%s/ (hypha update -image %s -target http://%s/)\n",
+			i+1, time.Since(start).Seconds(), vm.LANAddr, vm.GatewayAddr, m.Password, vm.UpdateAddr, vm.Image, vm.UpdateAddr)
 	}
 	if len(vms) > 1 {
 		fmt.Printf("\nThe appliances share a virtual LAN; each LAN page's Mesh view lists the other once they found each other.\n")
