@@ -75,10 +75,15 @@ func (m *Model) matmul(s *scratch, out []float32, w *mat, x []float32, T int) {
 	rows, cols, typ := w.rows, w.cols, w.typ
 	acts := s.acts[:T]
 	m.parallelFor(rows, grain, func(_, lo, hi int) {
+		var buf [64]float32
 		for r := lo; r < hi; r++ {
 			row := w.row(r)
-			for t := range acts {
-				out[t*rows+r] = quant.Dot(typ, row, &acts[t], cols)
+			for t0 := 0; t0 < len(acts); t0 += len(buf) {
+				part := acts[t0:min(len(acts), t0+len(buf))]
+				quant.DotN(typ, row, part, cols, buf[:len(part)])
+				for i, v := range buf[:len(part)] {
+					out[(t0+i)*rows+r] = v
+				}
 			}
 		}
 	})

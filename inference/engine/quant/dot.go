@@ -142,6 +142,24 @@ func Dot(t gguf.TensorType, w []byte, a *Act, n int) float32 {
 	panic("quant: Dot of unsupported type " + t.String())
 }
 
+// DotN computes Dot of the weight row w against every activation in acts,
+// writing out[i]; each result is bit-identical to Dot's. Batches of four
+// Q8_0 activations share the weight loads when an accelerated kernel exists.
+func DotN(t gguf.TensorType, w []byte, acts []Act, n int, out []float32) {
+	i := 0
+	if t == gguf.TensorQ8_0 && dotQ8_0x4 != nil {
+		for ; i+4 <= len(acts); i += 4 {
+			dotQ8_0x4(w, acts[i:i+4], n/QK8_0, out[i:i+4])
+		}
+	}
+	for ; i < len(acts); i++ {
+		out[i] = Dot(t, w, &acts[i], n)
+	}
+}
+
+// dotQ8_0x4, when set, computes four Q8_0 dot products sharing one weight row.
+var dotQ8_0x4 func(w []byte, acts []Act, nb int, out []float32)
+
 // The kernels below are function variables so that an accelerated
 // implementation (simd_amd64.go, GOEXPERIMENT=simd) can replace them at
 // init time after checking CPU features.

@@ -186,3 +186,22 @@ func BenchmarkDot(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkDotN(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const n = 4096
+	for _, typ := range []gguf.TensorType{gguf.TensorQ8_0, gguf.TensorQ4_K} {
+		wb, _ := Quantize(typ, randVec(r, n))
+		acts := make([]Act, 32)
+		for i := range acts {
+			acts[i].Prepare(typ, randVec(r, n))
+		}
+		out := make([]float32, len(acts))
+		b.Run(typ.String()+"-x32", func(b *testing.B) {
+			b.SetBytes(int64(len(wb)) * int64(len(acts)))
+			for b.Loop() {
+				DotN(typ, wb, acts, n, out)
+			}
+		})
+	}
+}

@@ -63,6 +63,22 @@ func TestSIMDMatchesGeneric(t *testing.T) {
 			}
 		}
 	}
+	// DotN (four activations sharing a weight row) is bit-identical to Dot.
+	for _, typ := range allTypes {
+		const n = 1024
+		wb, _ := Quantize(typ, randVec(r, n))
+		acts := make([]Act, 7)
+		for i := range acts {
+			acts[i].Prepare(typ, randVec(r, n))
+		}
+		out := make([]float32, len(acts))
+		DotN(typ, wb, acts, n, out)
+		for i := range acts {
+			if want := Dot(typ, wb, &acts[i], n); out[i] != want {
+				t.Errorf("%v: DotN[%d] = %g, Dot = %g", typ, i, out[i], want)
+			}
+		}
+	}
 	x, y := randVec(r, 100), randVec(r, 100)
 	want := dotF32s(x, y)
 	if got := DotF32(x, y); math.Abs(float64(got-want)) > 1e-4 {
