@@ -152,13 +152,18 @@ func DotN(t gguf.TensorType, w []byte, acts []Act, n int, out []float32) {
 			dotQ8_0x4(w, acts[i:i+4], n/QK8_0, out[i:i+4])
 		}
 	}
+	if t == gguf.TensorQ4_K && dotQ4Kx4 != nil {
+		for ; i+4 <= len(acts); i += 4 {
+			dotQ4Kx4(w, acts[i:i+4], n/QK_K, out[i:i+4])
+		}
+	}
 	for ; i < len(acts); i++ {
 		out[i] = Dot(t, w, &acts[i], n)
 	}
 }
 
-// dotQ8_0x4, when set, computes four Q8_0 dot products sharing one weight row.
-var dotQ8_0x4 func(w []byte, acts []Act, nb int, out []float32)
+// dotQ8_0x4 and dotQ4Kx4, when set, compute four dot products sharing one weight row.
+var dotQ8_0x4, dotQ4Kx4 func(w []byte, acts []Act, nb int, out []float32)
 
 // The kernels below are function variables so that an accelerated
 // implementation (simd_amd64.go, GOEXPERIMENT=simd) can replace them at

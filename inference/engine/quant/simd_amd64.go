@@ -19,6 +19,7 @@ func init() {
 	dotF16 = dotF16AVX2
 	dotQ8_0 = dotQ8_0AVX2
 	dotQ8_0x4 = dotQ8_0x4AVX2
+	dotQ4Kx4 = dotQ4Kx4AVX2
 	dotQ4_0 = dotQ4_0AVX2
 	dotQ4K = dotQ4KAVX2
 	dotQ6K = dotQ6KAVX2
@@ -232,6 +233,67 @@ func q6dot(q archsimd.Uint8x32, y *int8, a, b int8) archsimd.Int32x8 {
 	var sv archsimd.Int16x16
 	scv := sv.SetLo(archsimd.BroadcastInt16x8(int16(a))).SetHi(archsimd.BroadcastInt16x8(int16(b)))
 	return q.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(y))).DotProductPairs(scv)
+}
+
+// q4kSum is the integer part of one Q4_K block against one Q8_K block, as in dotQ4KAVX2.
+func q4kSum(l0, h0, l1, h1, l2, h2, l3, h3 archsimd.Uint8x32, y []int8, s0, s1, s2, s3, s4, s5, s6, s7 archsimd.Int16x16) archsimd.Int32x8 {
+	_ = y[255]
+	var sumi archsimd.Int32x8
+	sumi = sumi.Add(l0.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[0]))).DotProductPairs(s0)).Add(h0.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[32]))).DotProductPairs(s1))
+	sumi = sumi.Add(l1.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[64]))).DotProductPairs(s2)).Add(h1.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[96]))).DotProductPairs(s3))
+	sumi = sumi.Add(l2.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[128]))).DotProductPairs(s4)).Add(h2.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[160]))).DotProductPairs(s5))
+	sumi = sumi.Add(l3.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[192]))).DotProductPairs(s6)).Add(h3.DotProductPairsSaturated(archsimd.LoadInt8x32(i8x32(&y[224]))).DotProductPairs(s7))
+	return sumi
+}
+
+// dotQ4Kx4AVX2 is dotQ4KAVX2 for four activations sharing the weight
+// decoding; per activation the operations (and results) are the same.
+func dotQ4Kx4AVX2(w []byte, acts []Act, nb int, out []float32) {
+	if nb == 0 {
+		clear(out[:4])
+		return
+	}
+	_ = w[nb*BlockQ4_K-1]
+	for _, a := range acts[:4] {
+		_ = a.Q[nb*QK_K-1]
+		_ = a.D[nb-1]
+		_ = a.BSums[nb*16-1]
+	}
+	m0F := archsimd.BroadcastUint8x32(0x0f)
+	var acc [4]archsimd.Float32x8
+	var mins [4]float32
+	for b := 0; b < nb; b++ {
+		blk := w[b*BlockQ4_K : (b+1)*BlockQ4_K]
+		sc, m := unpackScalesK4(blk[4:16])
+		q0 := archsimd.LoadUint8x32(u32(&blk[16]))
+		q1 := archsimd.LoadUint8x32(u32(&blk[48]))
+		q2 := archsimd.LoadUint8x32(u32(&blk[80]))
+		q3 := archsimd.LoadUint8x32(u32(&blk[112]))
+		l0, h0 := q0.And(m0F), q0.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m0F)
+		l1, h1 := q1.And(m0F), q1.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m0F)
+		l2, h2 := q2.And(m0F), q2.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m0F)
+		l3, h3 := q3.And(m0F), q3.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m0F)
+		s0, s1 := archsimd.BroadcastInt16x16(int16(sc[0])), archsimd.BroadcastInt16x16(int16(sc[1]))
+		s2, s3 := archsimd.BroadcastInt16x16(int16(sc[2])), archsimd.BroadcastInt16x16(int16(sc[3]))
+		s4, s5 := archsimd.BroadcastInt16x16(int16(sc[4])), archsimd.BroadcastInt16x16(int16(sc[5]))
+		s6, s7 := archsimd.BroadcastInt16x16(int16(sc[6])), archsimd.BroadcastInt16x16(int16(sc[7]))
+		dw := F16ToF32(le.Uint16(blk[0:]))
+		dmin := F16ToF32(le.Uint16(blk[2:]))
+		for t := 0; t < 4; t++ {
+			a := &acts[t]
+			bs := a.BSums[b*16 : b*16+16]
+			var summ int32
+			for j := 0; j < 16; j++ {
+				summ += int32(bs[j]) * m[j/2]
+			}
+			sumi := q4kSum(l0, h0, l1, h1, l2, h2, l3, h3, a.Q[b*QK_K:(b+1)*QK_K], s0, s1, s2, s3, s4, s5, s6, s7)
+			acc[t] = sumi.ConvertToFloat32().MulAdd(archsimd.BroadcastFloat32x8(dw*a.D[b]), acc[t])
+			mins[t] += dmin * a.D[b] * float32(summ)
+		}
+	}
+	for t := 0; t < 4; t++ {
+		out[t] = hsum(acc[t]) - mins[t]
+	}
 }
 
 func dotQ6KAVX2(w []byte, xd []float32, xq []int8, bsums []int16, nb int) float32 {
