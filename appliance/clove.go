@@ -80,27 +80,37 @@ func (n *Node) startCloves(ctx context.Context) error {
 // fetchCandidates keeps the directory of onion keys in step with the
 // membership: it asks every up member it has no key for.
 func (n *Node) fetchCandidates(ctx context.Context) {
-	have := map[peer.ID]bool{}
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		for _, m := range n.mesh.Members() {
-			switch {
-			case m.State == mesh.StateDown && have[m.ID]:
-				n.cloveDir.Remove(m.ID)
-				delete(have, m.ID)
-			case m.State == mesh.StateUp && !have[m.ID]:
-				if err := n.fetchCandidate(ctx, m.ID); err != nil {
-					n.log.Debug("clove candidate", "peer", m.ID, "err", err)
-					continue
-				}
-				have[m.ID] = true
-			}
-		}
+		n.refreshCandidates(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// refreshCandidates fetches the onion keys of up members not yet in the
+// directory and drops those of members that are down.
+func (n *Node) refreshCandidates(ctx context.Context) {
+	n.cloveMu.Lock()
+	defer n.cloveMu.Unlock()
+	if n.cloveHave == nil {
+		n.cloveHave = map[peer.ID]bool{}
+	}
+	for _, m := range n.mesh.Members() {
+		switch {
+		case m.State == mesh.StateDown && n.cloveHave[m.ID]:
+			n.cloveDir.Remove(m.ID)
+			delete(n.cloveHave, m.ID)
+		case m.State == mesh.StateUp && !n.cloveHave[m.ID]:
+			if err := n.fetchCandidate(ctx, m.ID); err != nil {
+				n.log.Debug("clove candidate", "peer", m.ID, "err", err)
+				continue
+			}
+			n.cloveHave[m.ID] = true
 		}
 	}
 }
@@ -168,6 +178,7 @@ func (n *Node) AskAnonymously(ctx context.Context, model string, body []byte) ([
 	if best == "" {
 		return nil, "", fmt.Errorf("%w: %q", errNoServer, model)
 	}
+	n.refreshCandidates(ctx) // members that came up since the last sweep
 	out, err := n.cloves.Request(ctx, best, body)
 	return out, best, err
 }

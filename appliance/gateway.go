@@ -26,8 +26,11 @@ import (
 // startGateway serves the mesh inference gateway (OpenAI + Ollama API, the
 // Ollama port 11434 on the appliance): every node answers for the whole
 // mesh, routing each request to the node that already caches its prefix.
+//
+// A node with an engine runs the gateway even without the HTTP listener:
+// it is how peers reach that engine over the mesh.
 func (n *Node) startGateway(ctx context.Context) error {
-	if n.opts.GatewayListen == "" {
+	if n.opts.GatewayListen == "" && (n.opts.EngineURL == "" || n.mesh == nil) {
 		return nil
 	}
 	cfg := gateway.Config{
@@ -52,6 +55,9 @@ func (n *Node) startGateway(ctx context.Context) error {
 	}
 	n.gateway = g
 	go g.Run(ctx)
+	if n.opts.GatewayListen == "" {
+		return nil
+	}
 	ln, err := net.Listen("tcp", n.opts.GatewayListen)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)

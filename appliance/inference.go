@@ -78,8 +78,8 @@ func (n *Node) pollEngine(ctx context.Context, base string) {
 
 // inferenceView shows the models on the mesh and each node's serving state.
 func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
-	if n.opts.EngineURL == "" {
-		return lanpage.Inference{}, errors.New("no inference engine configured on this box")
+	if n.opts.EngineURL == "" && n.mesh == nil {
+		return lanpage.Inference{}, errors.New("no inference engine on this box and no mesh to reach one")
 	}
 	var out lanpage.Inference
 	byName := map[string]*lanpage.Model{}
@@ -93,10 +93,12 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 			lm.Nodes = append(lm.Nodes, node)
 		}
 	}
-	self := n.Config().Name
-	models, healthy, _ := n.engine.get()
-	add(self, models)
-	out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: self, PeerID: n.id.ID(), Engine: "inferd", Healthy: healthy, Reputation: 1})
+	if n.opts.EngineURL != "" {
+		self := n.Config().Name
+		models, healthy, _ := n.engine.get()
+		add(self, models)
+		out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: self, PeerID: n.id.ID(), Engine: "inferd", Healthy: healthy, Reputation: 1})
+	}
 	if n.mesh != nil {
 		for _, m := range n.mesh.Members() {
 			a := m.Announcement

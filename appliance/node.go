@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/inference/gateway"
 	"github.com/univrs/hypha/ledger"
@@ -86,6 +88,8 @@ type Node struct {
 	recentMu  sync.Mutex
 	recent    []lanpage.RouteDecision // guarded by recentMu
 	cloveDir  clove.Directory         // onion keys of the members
+	cloveMu   sync.Mutex              // serialises candidate refreshes
+	cloveHave map[peer.ID]bool        // guarded by cloveMu
 	// sensorsDone is closed when the sampler has flushed and returned.
 	sensorsDone chan struct{}
 

@@ -42,6 +42,10 @@ func (n *Node) onConnected(c network.Conn) {
 	m.lastSeen = now
 	m.backoff = 0
 	n.refreshReachLocked(m, now)
+	if n.pingers[c] != nil { // already seen (start's sweep and the notifier can race)
+		n.mu.Unlock()
+		return
+	}
 	pctx, cancel := context.WithCancel(n.ctx)
 	n.pingers[c] = cancel
 	n.wg.Add(2)

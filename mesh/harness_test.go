@@ -84,7 +84,7 @@ func runChild() int {
 	}
 	cfg := Config{
 		Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(seed)}, 32)), PSK: pskBytes,
-		ServiceName: os.Getenv("HYM_SERVICE"), // DHT on, as in production
+		ServiceName:  os.Getenv("HYM_SERVICE"), // DHT on, as in production
 		SyncInterval: 10 * time.Second, Logger: logger,
 	}
 	n, err := New(context.Background(), cfg)

@@ -191,6 +191,12 @@ func (n *Node) start() error {
 		DisconnectedF: func(_ network.Network, cn network.Conn) { n.onDisconnected(cn) },
 	})
 	h.SetStreamHandler(SyncProtocol, n.handleSync)
+	// The host listened before the notifier was registered: a peer that
+	// connected in between would otherwise be up on its side only until a
+	// ping timed out.
+	for _, cn := range h.Network().Conns() {
+		n.onConnected(cn)
+	}
 
 	n.ps, err = pubsub.NewGossipSub(n.ctx, h,
 		pubsub.WithPeerExchange(true),

@@ -1,0 +1,141 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/univrs/hypha/provisioning"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestGatewayServesTheMeshAndPays: a client talks to the gateway of a node
+// without a model; the request is served over the mesh by the peer that
+// has one; the asking node pays the serving node with a countersigned
+// transaction carrying the inference receipt and the (simulated) sensor
+// readings of the moment, and both ledgers agree. The same gateway sends a
+// request marked "anonymous" as cloves.
+func TestGatewayServesTheMeshAndPays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs mesh nodes and an engine")
+	}
+	engineURL := startEngine(t)
+	perm := community(t, func(m *provisioning.Manifest) { m.Clove.N, m.Clove.K, m.Clove.L = 2, 2, 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	gw := freePort(t)
+	var nodes []*Node
+	var first string
+	for i := 0; i < 4; i++ {
+		o := Options{PermDir: perm(), Listen: "127.0.0.1:0", Version: "test", MeshListen: []string{"/ip4/127.0.0.1/tcp/0"},
+			MeshNoLANDiscovery: true, Logger: slog.New(slog.DiscardHandler), ProcDir: t.TempDir(), ProgramDirs: []string{}}
+		switch i {
+		case 0:
+			o.GatewayListen = gw
+		case 3:
+			o.EngineURL = engineURL
+		}
+		if first != "" {
+			o.MeshBootstrap = []string{first}
+		}
+		n, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		if _, err := n.Addr(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = fmt.Sprintf("%s/p2p/%s", n.Mesh().Host().Addrs()[0], n.Mesh().ID())
+		}
+		nodes = append(nodes, n)
+	}
+	asker, server := nodes[0], nodes[3]
+	post := func(body string) (int, []byte) {
+		resp, err := http.Post("http://"+gw+"/v1/chat/completions", "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	req := `{"model":"tiny","messages":[{"role":"user","content":"Hello, mesh"}],"max_tokens":4,"temperature":0}`
+	var code int
+	var body []byte
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if code, body = post(req); code == http.StatusOK {
+			break
+		}
+	}
+	if code != http.StatusOK {
+		t.Fatalf("gateway: %d %s", code, body)
+	}
+	// The asking node pays the serving node; wait for the countersigned flow.
+	var flows int
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		v, err := server.ledgerView(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flows = len(v.Flows); flows > 0 {
+			f := v.Flows[0]
+			if f.Receipt == nil || f.Receipt.TokensOut == 0 || f.Amount <= 0 || f.Purpose != "inference" {
+				t.Fatalf("flow: %+v", f)
+			}
+			simulated := false
+			for _, o := range f.Observations {
+				simulated = simulated || o.Simulated
+			}
+			if len(f.Observations) == 0 || !simulated {
+				t.Fatalf("the flow carries no (simulated) sensor readings: %+v", f.Observations)
+			}
+			if v.Summary.Balance != f.Amount {
+				t.Fatalf("serving node's balance %v, want the payment %v", v.Summary.Balance, f.Amount)
+			}
+			a, _ := asker.ledgerView(ctx)
+			if a.Summary.Balance != -f.Amount {
+				t.Fatalf("asking node's balance %v, want %v", a.Summary.Balance, -f.Amount)
+			}
+			break
+		}
+	}
+	if flows == 0 {
+		t.Fatal("no payment reached the serving node's ledger")
+	}
+	iv, _ := asker.inferenceView(ctx)
+	if len(iv.Recent) == 0 || iv.Recent[0].Node != server.Config().Name {
+		t.Fatalf("the routing decision is not shown: %+v", iv.Recent)
+	}
+	// Anonymous: cloves over onion paths, same API.
+	code, body = post(`{"model":"tiny","anonymous":true,"messages":[{"role":"user","content":"Who am I?"}],"max_tokens":3,"temperature":0}`)
+	if code != http.StatusOK {
+		t.Fatalf("anonymous request: %d %s", code, body)
+	}
+	var cc struct{ Object string }
+	if json.Unmarshal(body, &cc); cc.Object != "chat.completion" {
+		t.Fatalf("anonymous reply: %s", body)
+	}
+	if code, body = post(`{"model":"tiny","anonymous":true,"stream":true,"messages":[{"role":"user","content":"x"}]}`); code != http.StatusBadRequest {
+		t.Fatalf("anonymous streaming: %d %s, want 400", code, body)
+	}
+}
