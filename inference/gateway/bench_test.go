@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -73,7 +72,7 @@ func makeWorkload(systems, convs int, seed uint64) []conversation {
 	r := rand.New(rand.NewPCG(seed, 99))
 	sys := make([]string, systems)
 	for i := range sys {
-		sys[i] = fmt.Sprintf("You are assistant number %d of the community. ", i) + words(r, 170)
+		sys[i] = fmt.Sprintf("You are assistant number %d of the community. ", i) + words(r, 220)
 	}
 	z := rand.NewZipf(rand.New(rand.NewPCG(seed, 100)), 1.1, 1, uint64(systems-1))
 	out := make([]conversation, convs)
@@ -196,29 +195,24 @@ func median(ds []time.Duration) time.Duration {
 
 // TestBenchRoute compares HR-tree routing with round-robin and
 // least-loaded in one run: three 3-node meshes (one per policy) run the
-// same workload at the same time, so they share the machine's load
-// fluctuations. Run with HYPHA_BENCH=1 (make bench-route).
+// same conversations. To share the machine's load fluctuations fairly
+// without making the meshes compete, the workload runs in rounds of
+// `clients` concurrent conversations, each round on every mesh in turn,
+// the order rotating. Run with HYPHA_BENCH=1 (make bench-route).
 func TestBenchRoute(t *testing.T) {
 	if os.Getenv("HYPHA_BENCH") == "" {
 		t.Skip("benchmark: set HYPHA_BENCH=1 (make bench-route)")
 	}
 	dir := benchModels(t)
 	const (
-		systems, convs, clients, maxTokens = 5, 12, 3, 4
-		cacheBytes                         = 6 << 20 // ~1500 tokens of KV per node: a few conversations
+		systems, convs, clients, maxTokens = 5, 15, 3, 4
+		cacheBytes                         = 5 << 20 // 1280 tokens of KV per node: 3-4 conversations
 	)
-	convsW := makeWorkload(systems, convs, 2026)
+	work := makeWorkload(systems, convs, 2026)
 	policies := []route.Policy{route.HRTree, route.RoundRobin, route.LeastLoaded}
-	type result struct {
-		samples []sample
-		errs    int
-		hits    map[string]int
-		dur     time.Duration
-	}
-	results := make([]result, len(policies))
 	clusters := make([][]*tnode, len(policies))
 	for i, p := range policies {
-		clusters[i] = startCluster(t, clusterOpts{nodes: 3, modelsDir: dir, policy: p, cacheBytes: cacheBytes})
+		clusters[i] = startCluster(t, clusterOpts{nodes: 3, modelsDir: dir, policy: p, cacheBytes: cacheBytes, poll: 300 * time.Millisecond})
 	}
 	// load the model everywhere first so load time is not measured
 	for _, nodes := range clusters {
@@ -228,53 +222,57 @@ func TestBenchRoute(t *testing.T) {
 			}
 		}
 	}
-	deadline := time.Now().Add(4 * time.Minute)
-	var wg sync.WaitGroup
-	for i := range policies {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	samples := make([][]sample, len(policies))
+	errs := make([]int, len(policies))
+	walls := make([]time.Duration, len(policies))
+	deadline := time.Now().Add(8 * time.Minute)
+	for round := 0; round*clients < len(work); round++ {
+		batch := work[round*clients : min(len(work), (round+1)*clients)]
+		for k := range policies {
+			i := (round + k) % len(policies)
 			start := time.Now()
-			s, errs := runWorkload(t, clusters[i][0].gwURL, convsW, clients, maxTokens, deadline)
-			hits := map[string]int{}
-			for _, d := range clusters[i][0].gw.Router().Decisions() {
-				hits[d.Reason]++
-			}
-			results[i] = result{s, errs, hits, time.Since(start)}
-		}()
+			s, e := runWorkload(t, clusters[i][0].gwURL, batch, clients, maxTokens, deadline)
+			walls[i] += time.Since(start)
+			samples[i] = append(samples[i], s...)
+			errs[i] += e
+		}
 	}
-	wg.Wait()
 	var b strings.Builder
-	fmt.Fprintf(&b, "workload: %d system prompts (~250 tokens, Zipf s=1.1), %d conversations of 2-3 turns, %d concurrent clients per mesh, %d output tokens, KV cache bound %d MiB per node\n",
+	fmt.Fprintf(&b, "workload: %d system prompts (~300 tokens, Zipf s=1.1), %d conversations of 2-3 turns in rounds of %d concurrent, %d output tokens, KV cache bound %d MiB (1280 tokens) per node\n",
 		systems, convs, clients, maxTokens, cacheBytes>>20)
-	fmt.Fprintf(&b, "%-13s %8s %14s %14s %14s %10s  %s\n", "policy", "requests", "median TTFT", "median total", "p90 TTFT", "wall", "decisions")
+	fmt.Fprintf(&b, "%-13s %8s %12s %12s %12s %12s %8s  %s\n", "policy", "requests", "median TTFT", "p90 TTFT", "median total", "mean total", "wall", "decisions")
 	ttfts := make([]time.Duration, len(policies))
 	for i, p := range policies {
-		r := results[i]
 		var tt, tot []time.Duration
-		for _, s := range r.samples {
+		var sum time.Duration
+		for _, s := range samples[i] {
 			tt = append(tt, s.ttft)
 			tot = append(tot, s.total)
+			sum += s.total
 		}
 		sort.Slice(tt, func(a, b int) bool { return tt[a] < tt[b] })
-		p90 := time.Duration(0)
+		var p90, mean time.Duration
 		if len(tt) > 0 {
 			p90 = tt[min(len(tt)-1, len(tt)*9/10)]
+			mean = sum / time.Duration(len(tt))
 		}
 		ttfts[i] = median(tt)
-		fmt.Fprintf(&b, "%-13s %8d %14v %14v %14v %10v  %v (errors %d)\n", p, len(r.samples), median(tt).Round(time.Millisecond),
-			median(tot).Round(time.Millisecond), p90.Round(time.Millisecond), r.dur.Round(time.Second), r.hits, r.errs)
+		reasons := map[string]int{}
+		for _, d := range clusters[i][0].gw.Router().Decisions() {
+			reasons[d.Reason]++
+		}
+		fmt.Fprintf(&b, "%-13s %8d %12v %12v %12v %12v %8v  %v (errors %d)\n", p, len(samples[i]), median(tt).Round(time.Millisecond),
+			p90.Round(time.Millisecond), median(tot).Round(time.Millisecond), mean.Round(time.Millisecond), walls[i].Round(time.Second), reasons, errs[i])
 	}
 	if ttfts[1] > 0 && ttfts[2] > 0 {
-		fmt.Fprintf(&b, "median TTFT: hr-tree / round-robin = %.2f (%.0f%% lower), hr-tree / least-loaded = %.2f\n",
-			float64(ttfts[0])/float64(ttfts[1]), 100*(1-float64(ttfts[0])/float64(ttfts[1])), float64(ttfts[0])/float64(ttfts[2]))
+		fmt.Fprintf(&b, "median TTFT: hr-tree / round-robin = %.2f (%.0f%% lower), hr-tree / least-loaded = %.2f (%.0f%% lower)\n",
+			float64(ttfts[0])/float64(ttfts[1]), 100*(1-float64(ttfts[0])/float64(ttfts[1])),
+			float64(ttfts[0])/float64(ttfts[2]), 100*(1-float64(ttfts[0])/float64(ttfts[2])))
 	}
-	t.Log("\n" + b.String())
 	fmt.Print(b.String())
-	for i := range results {
-		if results[i].errs > 0 {
-			t.Errorf("%s: %d requests failed", policies[i], results[i].errs)
+	for i := range policies {
+		if errs[i] > 0 {
+			t.Errorf("%s: %d requests failed", policies[i], errs[i])
 		}
 	}
-	_ = context.Background
 }

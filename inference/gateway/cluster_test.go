@@ -114,6 +114,7 @@ type clusterOpts struct {
 	threads    int
 	externals  func(nodes []*tnode) []External // for node 0
 	usage      func(Usage)
+	poll       time.Duration // gateway poll interval; default 100 ms
 }
 
 func serve(t testing.TB, h http.Handler) (*http.Server, string) {
@@ -130,6 +131,9 @@ func serve(t testing.TB, h http.Handler) (*http.Server, string) {
 // entry point and has the given policy.
 func startCluster(t testing.TB, o clusterOpts) []*tnode {
 	t.Helper()
+	if o.poll == 0 {
+		o.poll = 100 * time.Millisecond
+	}
 	if o.threads == 0 {
 		o.threads = 1
 	}
@@ -168,7 +172,7 @@ func startCluster(t testing.TB, o clusterOpts) []*tnode {
 			return out
 		}
 		cfg := Config{Local: n.infURL, LocalID: route.NodeID(n.host.ID().String()), Streams: hostStreams{n.host},
-			Peers: peers, ModelsDir: o.modelsDir, Log: quiet, PollInterval: 100 * time.Millisecond}
+			Peers: peers, ModelsDir: o.modelsDir, Log: quiet, PollInterval: o.poll}
 		if i == 0 {
 			cfg.Router = route.NewRouter(route.WithPolicy(o.policy))
 			cfg.Usage = o.usage
