@@ -135,9 +135,10 @@ func TestApplianceBootUpdate(t *testing.T) {
 	for _, s := range first.Services {
 		running[s.Name] = s.State
 	}
-	if running["hyphad"] != "running" || running["dhcp"] != "running" {
-		t.Errorf("services after boot: %v, want hyphad and dhcp running", running)
+	if running["hyphad"] != "running" || running["dhcp"] != "running" || running["inferd"] != "running" {
+		t.Errorf("services after boot: %v, want hyphad, inferd and dhcp running", running)
 	}
+	checkHardwareReport(t, ctx, lan)
 
 	// A corrupt update: a truncated root file system is refused before
 	// anything is sent…
@@ -216,6 +217,47 @@ func TestApplianceBootUpdate(t *testing.T) {
 		t.Fatalf("UEFI boot: got version %q id %q, want boot-v2 and %q", u.Version, u.PeerID, first.PeerID)
 	}
 	uefi.Stop()
+}
+
+// checkHardwareReport: hwtest ran once at boot inside the VM and its report
+// (on the LAN page) matches the machine qemu emulates: 2 CPUs, 1 GiB.
+func checkHardwareReport(t *testing.T, ctx context.Context, lan string) {
+	t.Helper()
+	var hw struct {
+		Hardware struct {
+			Running bool
+			Data    struct {
+				Sections []struct {
+					Name  string
+					Items []struct{ Name, Value string }
+				}
+			}
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		b, err := getBody("http://" + lan + "/api/hardware")
+		if err == nil && json.Unmarshal(b, &hw) == nil && len(hw.Hardware.Data.Sections) > 0 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("no hardware report from the VM's hwtest: %v %s", err, b)
+		}
+		time.Sleep(time.Second)
+	}
+	got := map[string]string{}
+	for _, s := range hw.Hardware.Data.Sections {
+		for _, it := range s.Items {
+			got[s.Name+"/"+it.Name] = it.Value
+		}
+	}
+	if got["CPU/cores"] != "2 threads" {
+		t.Errorf("hwtest in the VM: CPU cores %q, want \"2 threads\" (qemu -smp 2)", got["CPU/cores"])
+	}
+	if m := got["Memory/total"]; !strings.Contains(m, "MiB") && !strings.Contains(m, "GiB") {
+		t.Errorf("hwtest in the VM: memory %q", m)
+	}
+	t.Logf("hwtest in the VM: %v", got)
 }
 
 func getBody(u string) ([]byte, error) {
