@@ -96,8 +96,8 @@ func BenchmarkVsLlamaCpp(b *testing.B) {
 	}
 	threads := *benchThreads
 	dir := filepath.Join(repoRoot(b), "out", "engine-bench")
-	bw := memBandwidth(threads)
 	specs := benchSpecs(b)
+	var bw float64
 	var rows []string
 	for _, shape := range strings.Split(*benchShapes, ",") {
 		for _, typName := range strings.Split(*benchTypes, ",") {
@@ -164,9 +164,11 @@ func BenchmarkVsLlamaCpp(b *testing.B) {
 					tok = 200 + (tok*31)%4000
 				}
 				tg := float64(*benchTG) / time.Since(start).Seconds()
+				// measured right after, so a shared machine's load is comparable
+				bw = memBandwidth(threads)
 				bound := bw / float64(weightBytesPerToken(m))
-				row := fmt.Sprintf("| %s | %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.1f | %.0f%% |",
-					name, threads, pp, ref.PPTPS, pp/ref.PPTPS, tg, ref.TGTPS, tg/ref.TGTPS, bound, 100*tg/bound)
+				row := fmt.Sprintf("| %s | %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.1f GB/s | %.1f | %.0f%% |",
+					name, threads, pp, ref.PPTPS, pp/ref.PPTPS, tg, ref.TGTPS, tg/ref.TGTPS, bw/1e9, bound, 100*tg/bound)
 				rows = append(rows, row)
 				b.ReportMetric(pp, "pp-tok/s")
 				b.ReportMetric(tg, "tg-tok/s")
@@ -175,9 +177,9 @@ func BenchmarkVsLlamaCpp(b *testing.B) {
 			})
 		}
 	}
-	fmt.Printf("\nengine vs llama.cpp (kernels %s, GOARCH %s, memory read bandwidth %.1f GB/s with %d threads)\n", quant.KernelName, runtime.GOARCH, bw/1e9, threads)
-	fmt.Println("| model | threads | pp tok/s (ours) | pp tok/s (llama.cpp) | pp ratio | tg tok/s (ours) | tg tok/s (llama.cpp) | tg ratio | tg bound tok/s | ours/bound |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("\nengine vs llama.cpp (kernels %s, GOARCH %s, %d threads; last measured memory read bandwidth %.1f GB/s)\n", quant.KernelName, runtime.GOARCH, threads, bw/1e9)
+	fmt.Println("| model | threads | pp tok/s (ours) | pp tok/s (llama.cpp) | pp ratio | tg tok/s (ours) | tg tok/s (llama.cpp) | tg ratio | read bandwidth | tg bound tok/s | ours/bound |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
 		fmt.Println(r)
 	}
