@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -257,4 +258,56 @@ func TestStewardEditsNodeConfig(t *testing.T) {
 	if c.Name != "riverbend-1" || c.Location.Latitude != 47.5 || c.Location.Longitude != 8.25 || c.Bioregion != "River Bend" {
 		t.Fatalf("saved config: %+v", c)
 	}
+}
+
+// TestStewardAttachesSensor: attaching a sensor writes sensors.json,
+// restarts the sampler with it (a real driver on a machine without an
+// I²C bus reports an error, never stops the node) and drops the
+// simulation; a bad attachment changes nothing.
+func TestStewardAttachesSensor(t *testing.T) {
+	perm := t.TempDir()
+	n, err := New(Options{PermDir: perm, Listen: "127.0.0.1:0", ProcDir: t.TempDir(), ProgramDirs: []string{},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := n.Addr(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.attachSensor(ctx, lanpage.SensorAttachment{Driver: "nosuch", Label: "x"}); err == nil {
+		t.Fatal("an unknown driver was accepted")
+	}
+	if _, err := os.Stat(filepath.Join(perm, "hypha", "sensors.json")); err == nil {
+		t.Fatal("a refused attachment wrote sensors.json")
+	}
+	if err := n.attachSensor(ctx, lanpage.SensorAttachment{Driver: "bme280", Bus: "/dev/i2c-1", Address: 0x76,
+		Label: "Greenhouse air", Measures: "air", Location: "greenhouse"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(perm, "hypha", "sensors.json"))
+	if err != nil || !strings.Contains(string(b), `"Greenhouse air"`) || strings.Contains(string(b), `"sim"`) {
+		t.Fatalf("sensors.json: %v\n%s", err, b)
+	}
+	// The new sampler runs: the BME280 is reported (this machine has no
+	// I²C bus: an error with a reason), the node carries on.
+	var st string
+	for i := 0; i < 100; i++ {
+		for _, s := range n.sensors.Load().Status().Sensors {
+			if s.ID == "bme280-3" || s.Label == "Greenhouse air" {
+				st = s.State + " " + s.Reason
+			}
+		}
+		if st != "" && !strings.HasPrefix(st, "starting") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st == "" || strings.HasPrefix(st, "starting") {
+		t.Fatalf("attached sensor not reported: %q", st)
+	}
+	t.Logf("attached sensor: %s", st)
 }

@@ -723,7 +723,7 @@ func e2ePay(t *testing.T, ctx context.Context, payer, payee *e2eNode, amount int
 	t.Helper()
 	var obsv []ledger.Observation
 	for i := 0; i < 100 && len(obsv) == 0; i++ {
-		for _, o := range payer.sensors.Snapshot() {
+		for _, o := range payer.sensors.Load().Snapshot() {
 			if o.Quantity == obs.PVPower {
 				obsv = append(obsv, ledger.Observation{Property: o.Quantity, Value: o.Value, Unit: o.Unit, Time: o.Time,
 					SensorID: o.SensorID, Simulated: o.Simulated})

@@ -179,13 +179,14 @@ func (n *Node) payFor(u gateway.Usage) {
 
 // ledgerObservations are the sensor readings attached to a credit flow.
 func (n *Node) ledgerObservations() []ledger.Observation {
-	if n.sensors == nil {
+	svc := n.sensors.Load()
+	if svc == nil {
 		return nil
 	}
 	props := map[string]string{obs.PVPower: ledger.PropSolarPower, obs.LoadPower: ledger.PropLoadPower,
 		obs.BatterySoC: ledger.PropBatterySoC, obs.AirTemperature: "air_temperature", obs.SoilMoisture: "soil_moisture"}
 	var out []ledger.Observation
-	for _, o := range n.sensors.Snapshot() {
+	for _, o := range svc.Snapshot() {
 		p, ok := props[o.Quantity]
 		if !ok {
 			continue

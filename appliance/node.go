@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -80,18 +81,22 @@ type Node struct {
 
 	community *provisioning.Community // nil: not enrolled
 	mesh      *mesh.Node              // nil: not running
-	sensors   *sensors.Service        // nil: not running
-	ledger    *ledger.Node            // nil: not running
-	engine    localModels
-	cloves    *clove.Node      // nil: not running
-	gateway   *gateway.Gateway // nil: not running
-	recentMu  sync.Mutex
-	recent    []lanpage.RouteDecision // guarded by recentMu
-	cloveDir  clove.Directory         // onion keys of the members
-	cloveMu   sync.Mutex              // serialises candidate refreshes
-	cloveHave map[peer.ID]bool        // guarded by cloveMu
-	// sensorsDone is closed when the sampler has flushed and returned.
-	sensorsDone chan struct{}
+	// sensors is the running sensor service (nil: none); a steward's
+	// "attach a sensor" replaces it.
+	sensors     atomic.Pointer[sensors.Service]
+	sensorsMu   sync.Mutex      // serialises starts and restarts
+	sensorCfg   sensors.Config  // guarded by sensorsMu
+	sensorsStop func()          // guarded by sensorsMu
+	runCtx      context.Context // guarded by sensorsMu; set by Run
+	ledger      *ledger.Node    // nil: not running
+	engine      localModels
+	cloves      *clove.Node      // nil: not running
+	gateway     *gateway.Gateway // nil: not running
+	recentMu    sync.Mutex
+	recent      []lanpage.RouteDecision // guarded by recentMu
+	cloveDir    clove.Directory         // onion keys of the members
+	cloveMu     sync.Mutex              // serialises candidate refreshes
+	cloveHave   map[peer.ID]bool        // guarded by cloveMu
 
 	// sensorSummary, if set, gives the readings announced to the mesh.
 	sensorSummary func() map[string]float64
@@ -240,10 +245,21 @@ func (n *Node) Handler() http.Handler {
 			Services []lanpage.Service `json:"services"`
 		}{n.Info(), n.Services()})
 	})
-	if n.sensors != nil {
-		mux.Handle("/sensorthings/v1.1/", n.sensors.SensorThings("/sensorthings/v1.1"))
-		mux.Handle("GET /metrics", n.sensors.Metrics())
-	}
+	// Through the current service: a steward may attach a sensor.
+	mux.HandleFunc("/sensorthings/v1.1/", func(w http.ResponseWriter, r *http.Request) {
+		if svc := n.sensors.Load(); svc != nil {
+			svc.SensorThings("/sensorthings/v1.1").ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "sensors not running", http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if svc := n.sensors.Load(); svc != nil {
+			svc.Metrics().ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "sensors not running", http.StatusServiceUnavailable)
+	})
 	mux.Handle("/", n.lan)
 	return mux
 }
@@ -275,6 +291,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	// Optional subsystems log and carry on: the LAN page must come up to
 	// tell the steward what is wrong.
+	n.sensorsMu.Lock()
+	n.runCtx = ctx
+	n.sensorsMu.Unlock()
 	n.startNetconf(ctx)
 	if err := n.startSensors(ctx); err != nil {
 		n.log.Error("sensors", "err", err)
@@ -335,13 +354,7 @@ func (n *Node) Close() error {
 	if n.ledger != nil {
 		errs = append(errs, n.ledger.Close())
 	}
-	if n.sensors != nil {
-		select { // Run flushes pending readings once its context ends
-		case <-n.sensorsDone:
-		case <-time.After(10 * time.Second):
-		}
-		errs = append(errs, n.sensors.Close())
-	}
+	n.stopSensors()
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -40,6 +41,14 @@ func (n *Node) startSensors(ctx context.Context) error {
 	default:
 		return err
 	}
+	n.sensorSummary = n.sensorAnnouncement
+	n.sensorsMu.Lock()
+	defer n.sensorsMu.Unlock()
+	return n.runSensorsLocked(ctx, cfg)
+}
+
+// runSensorsLocked starts a sensor service for cfg. Expects sensorsMu.
+func (n *Node) runSensorsLocked(ctx context.Context, cfg sensors.Config) error {
 	svc, err := sensors.New(cfg, sensors.Options{
 		StorePath: filepath.Join(n.opts.PermDir, "hypha", "sensors.db"),
 		Logger:    n.log,
@@ -47,22 +56,100 @@ func (n *Node) startSensors(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sensors: %w", err)
 	}
-	n.sensors = svc
-	n.sensorSummary = n.sensorAnnouncement
-	n.sensorsDone = make(chan struct{})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		defer close(n.sensorsDone)
-		if err := svc.Run(ctx); err != nil {
+		defer close(done)
+		if err := svc.Run(rctx); err != nil {
 			n.log.Error("sensors", "err", err)
 		}
 	}()
+	n.sensorCfg, n.sensorsStop = cfg, func() {
+		cancel()
+		select { // Run flushes pending readings once its context ends
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+		svc.Close()
+	}
+	n.sensors.Store(svc)
 	return nil
+}
+
+// stopSensors stops the running sensor service, flushing its readings.
+func (n *Node) stopSensors() {
+	n.sensorsMu.Lock()
+	defer n.sensorsMu.Unlock()
+	if n.sensorsStop != nil {
+		n.sensorsStop()
+		n.sensorsStop = nil
+	}
+}
+
+// attachSensor is the steward's "attach a sensor" action: the sensor is
+// added to /perm/hypha/sensors.json (simulated sensors are dropped once a
+// real one is attached, so a box never mixes them silently) and the
+// sensor service restarts with it. A bad attachment changes nothing.
+func (n *Node) attachSensor(ctx context.Context, a lanpage.SensorAttachment) error {
+	n.sensorsMu.Lock()
+	defer n.sensorsMu.Unlock()
+	if n.runCtx == nil {
+		return errors.New("sensors are not running")
+	}
+	cfg := n.sensorCfg
+	cfg.Sensors = append([]obs.SensorConfig(nil), cfg.Sensors...)
+	driver := a.Driver
+	switch driver {
+	case "simulated":
+		driver = "sim"
+	case "ads1x15":
+		driver = "ads1115"
+	}
+	if driver != "sim" {
+		kept := cfg.Sensors[:0]
+		for _, s := range cfg.Sensors {
+			if s.Driver != "sim" {
+				kept = append(kept, s)
+			}
+		}
+		cfg.Sensors = kept
+	}
+	id := fmt.Sprintf("%s-%d", driver, len(cfg.Sensors)+1)
+	for taken := true; taken; {
+		taken = false
+		for _, s := range cfg.Sensors {
+			if s.ID == id {
+				id, taken = id+"x", true
+			}
+		}
+	}
+	cfg.Sensors = append(cfg.Sensors, obs.SensorConfig{ID: id, Driver: driver, Label: a.Label, Measures: a.Measures,
+		Where: obs.Place{Name: a.Location}, Bus: strings.TrimPrefix(strings.TrimPrefix(a.Bus, "/dev/"), "i2c-"), Address: obs.Address(a.Address)})
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(filepath.Join(n.opts.PermDir, "hypha", "sensors.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if n.sensorsStop != nil {
+		n.sensorsStop()
+	}
+	return n.runSensorsLocked(n.runCtx, cfg)
 }
 
 // sensorAnnouncement is the short summary announced to the mesh.
 func (n *Node) sensorAnnouncement() map[string]float64 {
 	out := map[string]float64{}
-	for _, o := range n.sensors.Snapshot() {
+	svc := n.sensors.Load()
+	if svc == nil {
+		return nil
+	}
+	for _, o := range svc.Snapshot() {
 		switch o.Quantity {
 		case obs.PVPower, obs.BatterySoC, obs.AirTemperature, obs.SoilMoisture, obs.LoadPower:
 			out[o.Quantity] = o.Value
@@ -74,10 +161,11 @@ func (n *Node) sensorAnnouncement() map[string]float64 {
 // landView adapts sensor readings, today's energy and chart series for
 // the LAN page.
 func (n *Node) landView(ctx context.Context, w lanpage.Window) (lanpage.Land, error) {
-	if n.sensors == nil {
+	svc := n.sensors.Load()
+	if svc == nil {
 		return lanpage.Land{}, errors.New("sensors not running")
 	}
-	st := n.sensors.Status()
+	st := svc.Status()
 	labels := map[string]sensors.SensorStatus{}
 	var land lanpage.Land
 	for _, s := range st.Sensors {
@@ -86,7 +174,7 @@ func (n *Node) landView(ctx context.Context, w lanpage.Window) (lanpage.Land, er
 	for _, b := range st.I2CBuses {
 		land.Buses = append(land.Buses, lanpage.Bus{Name: b, OK: true})
 	}
-	snap := n.sensors.Snapshot()
+	snap := svc.Snapshot()
 	sort.Slice(snap, func(i, j int) bool { return snap[i].Stream < snap[j].Stream })
 	land.Today.BatteryPercent = -1
 	for _, o := range snap {
@@ -118,7 +206,7 @@ func (n *Node) landView(ctx context.Context, w lanpage.Window) (lanpage.Land, er
 		default:
 			continue
 		}
-		ser, err := n.sensors.Series(o.Stream, midnight, now, 5*time.Minute)
+		ser, err := svc.Series(o.Stream, midnight, now, 5*time.Minute)
 		if err != nil {
 			continue
 		}
@@ -131,7 +219,7 @@ func (n *Node) landView(ctx context.Context, w lanpage.Window) (lanpage.Land, er
 		return land, nil
 	}
 	for _, o := range snap {
-		ser, err := n.sensors.Series(o.Stream, w.From, w.To, w.Step)
+		ser, err := svc.Series(o.Stream, w.From, w.To, w.Step)
 		if err != nil || len(ser.Points) == 0 {
 			continue
 		}

@@ -23,6 +23,7 @@ func (n *Node) newLANPage(ctx context.Context) error {
 	}
 	src := n.sources()
 	src.Actions.SetNodeConfig = n.setNodeConfig
+	src.Actions.AttachSensor = n.attachSensor
 	lan, err := lanpage.New(src, opts...)
 	if err != nil {
 		return fmt.Errorf("LAN page: %w", err)
