@@ -3,7 +3,7 @@
 LEDGER_NPM := $(OUT)/ledger-npm
 LEDGER_JSONLD_VERSION := 9.0.0
 
-DEBS += nodejs npm
+DEBS += nodejs
 TEST_PREREQS += ledger-jsonld
 
 .PHONY: ledger-jsonld bench-ledger fuzz-ledger
