@@ -58,6 +58,10 @@ type Streams interface {
 type Peer struct {
 	ID   peer.ID
 	Name string
+	// Queued is the peer's own report of tokens waiting on it (e.g. from
+	// its mesh announcement); 0 if unknown. The router adds what this
+	// gateway sent it.
+	Queued int
 }
 
 // External is an OpenAI-compatible engine reached by URL (llama-server,
@@ -143,6 +147,7 @@ type node struct {
 	peer    peer.ID // peer
 	apiKey  string
 	reports bool     // has /hypha/cache
+	queued  int      // reported queued tokens; guarded by Gateway.mu
 	models  []string // guarded by Gateway.mu
 	healthy bool     // guarded by Gateway.mu
 	lastErr string   // guarded by Gateway.mu
@@ -291,9 +296,13 @@ func (g *Gateway) syncPeers() {
 		}
 	}
 	for id, p := range want {
-		if g.nodes[id] == nil && id != g.cfg.LocalID {
+		if id == g.cfg.LocalID {
+			continue
+		}
+		if g.nodes[id] == nil {
 			g.nodes[id] = &node{id: id, kind: "peer", peer: p.ID, reports: true}
 		}
+		g.nodes[id].queued = p.Queued
 	}
 }
 
@@ -412,7 +421,7 @@ func (g *Gateway) candidates(model string) ([]route.Candidate, map[route.NodeID]
 		}
 		for _, m := range n.models {
 			if sameModel(m, model) {
-				out = append(out, route.Candidate{Node: id})
+				out = append(out, route.Candidate{Node: id, Queued: n.queued})
 				byID[id] = n
 				break
 			}

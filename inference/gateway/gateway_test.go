@@ -260,7 +260,15 @@ func TestKillNodeMidWorkload(t *testing.T) {
 			defer wg.Done()
 			for i := range perClient {
 				if started.Add(1) == killAt {
-					go nodes[2].kill()
+					go func() { // kill node 2 while it serves a request
+						id := route.NodeID(nodes[2].host.ID().String())
+						for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+							if slices.ContainsFunc(nodes[0].gw.Router().Loads(), func(l route.NodeLoad) bool { return l.Node == id && l.InFlight > 0 }) {
+								break
+							}
+						}
+						nodes[2].kill()
+					}()
 				}
 				stream := (c+i)%2 == 0
 				body, _ := json.Marshal(map[string]any{"model": tinyModel, "max_tokens": 10, "stream": stream,
@@ -304,6 +312,9 @@ func TestKillNodeMidWorkload(t *testing.T) {
 		}
 	}
 	t.Logf("%d retries", retries)
+	if retries+int(partial.Load()) == 0 {
+		t.Fatal("the killed node was serving a request, yet nothing was retried or cut")
+	}
 }
 
 // TestPeerRefusesOtherPaths: a peer can only reach inference endpoints of
