@@ -62,7 +62,7 @@ func (n *Node) startGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	srv := &http.Server{Handler: n.anonymousOr(g), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: n.withinCredit(n.anonymousOr(g)), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	go func() { <-ctx.Done(); srv.Close() }()
 	n.log.Info("inference gateway", "addr", ln.Addr().String())
@@ -115,6 +115,34 @@ func (n *Node) anonymousOr(next http.Handler) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(out)
+	})
+}
+
+// withinCredit refuses inference requests up front when this node could
+// not pay for them: it has no engine of its own (so another node will
+// serve and bill it) and its balance is already at its credit limit.
+func (n *Node) withinCredit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate":
+		default:
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && n.ledger != nil && n.opts.EngineURL == "" {
+			if err := n.ledger.CanSpend(ledger.MemberID{}, 1); errors.Is(err, ledger.ErrLimit) {
+				msg := "this box has reached its credit limit in the community ledger; serve others or ask a steward: " + err.Error()
+				if r.URL.Path[1] == 'a' { // Ollama clients read {"error": "…"}
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusPaymentRequired)
+					json.NewEncoder(w).Encode(map[string]string{"error": msg})
+					return
+				}
+				openAIError(w, http.StatusPaymentRequired, msg)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

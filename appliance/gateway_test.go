@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/provisioning"
 )
 
@@ -137,5 +138,42 @@ func TestGatewayServesTheMeshAndPays(t *testing.T) {
 	}
 	if code, body = post(`{"model":"tiny","anonymous":true,"stream":true,"messages":[{"role":"user","content":"x"}]}`); code != http.StatusBadRequest {
 		t.Fatalf("anonymous streaming: %d %s, want 400", code, body)
+	}
+	// Over its credit limit, the asking node refuses up front: drain it by
+	// paying the server until the ledger refuses, then ask again.
+	self, srv := asker.ledger.ID(), server.ledger.ID()
+	for i := 0; i < 1000; i++ {
+		if err := asker.ledger.CanSpend(srv, 10_000); err != nil {
+			break
+		}
+		s, err := asker.mesh.NewStream(ctx, server.mesh.ID(), "/hypha/ledger/countersign/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = asker.ledger.Pay(ctx, s, ledger.Terms{Payer: self, Payee: srv, Amount: 10_000, Purpose: "transfer"})
+		s.Close()
+		if err != nil {
+			break
+		}
+	}
+	bal, _ := asker.ledger.Balance(self)
+	lim := asker.ledger.Rules().DefaultLimits.Min
+	if rest := bal - lim; rest > 0 { // pay exactly down to the limit
+		s, err := asker.mesh.NewStream(ctx, server.mesh.ID(), "/hypha/ledger/countersign/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asker.ledger.Pay(ctx, s, ledger.Terms{Payer: self, Payee: srv, Amount: rest, Purpose: "transfer"}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		bal, _ = asker.ledger.Balance(self)
+	}
+	if bal-1 >= lim {
+		t.Fatalf("could not drain the asker: balance %d, limit %d", bal, lim)
+	}
+	code, body = post(req)
+	if code != http.StatusPaymentRequired || !bytes.Contains(body, []byte("credit limit")) {
+		t.Fatalf("request over the credit limit: %d %s, want 402 naming the credit limit", code, body)
 	}
 }
