@@ -173,6 +173,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default="{}", help="JSON overrides of Config")
+    ap.add_argument("--init", help="start from the weights of this model.pt (a second stage; fresh optimizer and schedule)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -182,6 +183,10 @@ def main():
     train = np.fromfile(os.path.join(a.data, "train.bin"), dtype=np.uint16)
     val = np.fromfile(os.path.join(a.data, "val.bin"), dtype=np.uint16)
     model = Model(cfg)
+    if a.init:
+        init = torch.load(a.init)
+        model.load_state_dict(init["model"])
+        print(f"initialised from {a.init} ({init['steps']} steps)", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(a.seed)
