@@ -745,6 +745,9 @@ func (g *Gateway) infer(kind string) http.HandlerFunc {
 			if done {
 				return
 			}
+			if r.Context().Err() != nil {
+				return // the client went away: nothing to retry for
+			}
 			lastErr = err
 			excluded = append(excluded, d.Node)
 			g.log.Info("gateway: retrying elsewhere", "node", d.Node, "attempt", attempt, "err", err)
