@@ -110,11 +110,31 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 				Healthy: m.State == mesh.StateUp, Load: a.Load, Reputation: 1})
 		}
 	}
+	// Where recent requests went and why: the router's own decisions
+	// (prefix, session, least loaded…), newest first, with the time to
+	// first byte the gateway measured for completed ones.
 	n.recentMu.Lock()
-	for i := len(n.recent) - 1; i >= 0; i-- {
-		out.Recent = append(out.Recent, n.recent[i])
-	}
+	done := append([]lanpage.RouteDecision(nil), n.recent...)
 	n.recentMu.Unlock()
+	if n.gateway != nil {
+		ds := n.gateway.Router().Decisions()
+		for i := len(ds) - 1; i >= 0 && len(out.Recent) < 50; i-- {
+			d := ds[i]
+			rd := lanpage.RouteDecision{Time: d.Time, Model: d.Model, Node: n.nodeName(string(d.Node)),
+				Reason: d.Reason + ": " + d.Detail, PrefixTokens: d.Cached, PromptTokens: d.Prompt}
+			for _, u := range done {
+				if u.Model == d.Model && u.Node == rd.Node && !u.Time.Before(d.Time) && u.Time.Sub(d.Time) < 10*time.Minute {
+					rd.TTFT, rd.OK = u.TTFT, true
+					break
+				}
+			}
+			out.Recent = append(out.Recent, rd)
+		}
+	} else {
+		for i := len(done) - 1; i >= 0; i-- {
+			out.Recent = append(out.Recent, done[i])
+		}
+	}
 	for _, m := range byName {
 		out.Models = append(out.Models, *m)
 	}
