@@ -832,15 +832,15 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, kind string, r
 		}
 	}
 	lat := time.Since(start)
-	if werr != nil || (rerr != nil && rerr != io.EOF) {
+	if werr == nil && rerr != nil && rerr != io.EOF {
 		end(lat, false)
-		if werr == nil {
-			g.log.Warn("gateway: node failed mid-response", "node", n.id, "err", rerr)
-			g.streamError(w, kind, req, rerr)
-		}
+		g.log.Warn("gateway: node failed mid-response", "node", n.id, "err", rerr)
+		g.streamError(w, kind, req, rerr)
 		return true, nil
 	}
-	end(lat, true)
+	// A client that hangs up (often right after the final event) still
+	// had its tokens generated: the serving node is owed for them.
+	end(lat, werr == nil)
 	if g.cfg.Usage != nil && resp.StatusCode < 300 {
 		u := Usage{Model: req.Model, Node: n.id, Kind: n.kind, PromptTokens: d.Prompt, CachedTokens: d.Cached, TTFB: ttfb, Latency: lat}
 		t := tail.Bytes()

@@ -132,9 +132,23 @@ func TestClients(t *testing.T) {
 		t.Fatalf("completion: %+v, %v", comp, err)
 	}
 
+	// Usage is reported after the response is written: the client can
+	// see the end of its answer before the last report lands.
+	for i := 0; i < 100; i++ {
+		mu.Lock()
+		n := len(usages)
+		mu.Unlock()
+		if n >= 6 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(usages) != 6 {
+		for _, u := range usages {
+			t.Logf("usage: %+v", u)
+		}
 		t.Fatalf("%d usage reports, want 6 (one per generation)", len(usages))
 	}
 	for _, u := range usages {
