@@ -311,3 +311,40 @@ func TestStewardAttachesSensor(t *testing.T) {
 	}
 	t.Logf("attached sensor: %s", st)
 }
+
+// TestDefaultModelSeeded: a new box gets the project's tiny model and
+// says plainly what it is; a steward's own model takes precedence.
+func TestDefaultModelSeeded(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		perm := t.TempDir()
+		models := filepath.Join(perm, "models")
+		if own {
+			os.MkdirAll(models, 0o755)
+			os.WriteFile(filepath.Join(models, "mine.gguf"), []byte("steward's model"), 0o644)
+		}
+		n, err := New(Options{PermDir: perm, Listen: "127.0.0.1:0", EngineURL: "http://127.0.0.1:9", SeedDefaultModel: true,
+			ProcDir: t.TempDir(), ProgramDirs: []string{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		n.Addr(ctx)
+		_, statErr := os.Stat(filepath.Join(models, "hypha-kjv-tiny.gguf"))
+		n.alertsMu.Lock()
+		said := false
+		for _, a := range n.alerts {
+			said = said || strings.Contains(a.Message, "tiny demo model")
+		}
+		n.alertsMu.Unlock()
+		cancel()
+		<-done
+		if own && (statErr == nil || said) {
+			t.Error("the default model was added next to the steward's own")
+		}
+		if !own && (statErr != nil || !said) {
+			t.Errorf("default model not seeded (%v) or not explained (%v)", statErr, said)
+		}
+	}
+}

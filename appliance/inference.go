@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/univrs/hypha/appliance/lanpage"
+	"github.com/univrs/hypha/inference/defaultmodel"
 	"github.com/univrs/hypha/mesh"
 )
 
@@ -28,6 +31,22 @@ func (l *localModels) get() ([]mesh.Model, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]mesh.Model(nil), l.models...), l.healthy, l.err
+}
+
+// seedDefaultModel gives a new box something to say: the project's tiny
+// model goes into the models directory unless a steward put a GGUF there.
+func (n *Node) seedDefaultModel() {
+	path, err := defaultmodel.WriteTo(n.opts.ModelsDir)
+	switch {
+	case err != nil:
+		n.log.Warn("default model", "err", err)
+	case path != "":
+		n.log.Info("default model", "path", path)
+	}
+	if _, err := os.Stat(filepath.Join(n.opts.ModelsDir, defaultmodel.FileName)); err == nil {
+		n.alert(lanpage.SeverityInfo, "inference", "this box serves "+defaultmodel.Name+
+			", a tiny demo model (1 M parameters) trained by the project on the King James Bible: it knows no facts and has no safety tuning. Copy your own GGUF model into /perm/models.")
+	}
 }
 
 // pollEngine asks the engine at base for its models every 15 s.

@@ -62,6 +62,9 @@ type Options struct {
 	// ModelsDir is the local engine's models directory, whose tokenizers
 	// let the gateway key requests by tokens (default PermDir/models).
 	ModelsDir string
+	// SeedDefaultModel writes the project's tiny default model into
+	// ModelsDir at start unless a GGUF is already there (the appliance).
+	SeedDefaultModel bool
 	// ManageLinks lets the node configure network links with netlink
 	// (mesh bridge, ULA): on the appliance, not in tests on a host.
 	ManageLinks bool
@@ -318,6 +321,9 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
 	go n.announceLoop(ctx)
 	if n.opts.EngineURL != "" {
+		if n.opts.SeedDefaultModel {
+			n.seedDefaultModel()
+		}
 		go n.pollEngine(ctx, n.opts.EngineURL)
 	}
 	if n.opts.ManageLinks {

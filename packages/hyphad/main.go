@@ -25,6 +25,7 @@ func main() {
 	flag.StringVar(&opts.EngineURL, "engine", "http://127.0.0.1:11435", "local inference engine (inferd or Ollama-compatible); empty for none")
 	flag.StringVar(&opts.GatewayListen, "gateway", ":11434", "mesh inference gateway address (OpenAI + Ollama API); empty for none")
 	flag.StringVar(&opts.ModelsDir, "models", "", "the local engine's models directory (default <perm>/models)")
+	flag.BoolVar(&opts.SeedDefaultModel, "default-model", true, "put the project's tiny default model into the models directory when it holds no GGUF")
 	flag.BoolVar(&opts.ManageLinks, "manage-links", false, "configure the mesh bridge and ULA with netlink (the appliance sets it)")
 	flag.Parse()
 	opts.Version = version
