@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -125,8 +126,8 @@ func TestApplianceBootUpdate(t *testing.T) {
 		t.Logf("BENCH image size: %d MiB apparent, %d MiB on disk", fi.Size()>>20, diskUsage(fi)>>20)
 	}
 
-	lan, upd := freeAddr(t), freeAddr(t)
-	bios := &images.VM{Image: img, LANAddr: lan, UpdateAddr: upd, Dir: filepath.Join(dir, "vm-bios")}
+	lan, upd, gw := freeAddr(t), freeAddr(t), freeAddr(t)
+	bios := &images.VM{Image: img, LANAddr: lan, UpdateAddr: upd, GatewayAddr: gw, Dir: filepath.Join(dir, "vm-bios")}
 	first := bootAndRead(t, ctx, bios, "BIOS")
 	if first.Version != "boot-v1" || first.PeerID == "" || first.Name == "" {
 		t.Fatalf("first boot: got %+v, want version boot-v1 and an identity", first)
@@ -139,6 +140,7 @@ func TestApplianceBootUpdate(t *testing.T) {
 		t.Errorf("services after boot: %v, want hyphad, inferd and dhcp running", running)
 	}
 	checkHardwareReport(t, ctx, lan)
+	checkDefaultModelAnswers(t, ctx, gw)
 
 	// A corrupt update: a truncated root file system is refused before
 	// anything is sent…
@@ -217,6 +219,34 @@ func TestApplianceBootUpdate(t *testing.T) {
 		t.Fatalf("UEFI boot: got version %q id %q, want boot-v2 and %q", u.Version, u.PeerID, first.PeerID)
 	}
 	uefi.Stop()
+}
+
+// checkDefaultModelAnswers: a new box serves the project's tiny model
+// through its inference gateway (OpenAI API on :11434) with no setup.
+func checkDefaultModelAnswers(t *testing.T, ctx context.Context, gw string) {
+	t.Helper()
+	body := `{"model":"hypha-kjv-tiny","messages":[{"role":"user","content":"In the beginning"}],"max_tokens":12,"temperature":0}`
+	deadline := time.Now().Add(3 * time.Minute)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		resp, err := http.Post("http://"+gw+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var cc struct {
+				Choices []struct{ Message struct{ Content string } }
+			}
+			if resp.StatusCode == http.StatusOK && json.Unmarshal(b, &cc) == nil && len(cc.Choices) == 1 && cc.Choices[0].Message.Content != "" {
+				t.Logf("the VM's default model says: %q", cc.Choices[0].Message.Content)
+				return
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, b)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Fatalf("the default model did not answer through the VM's gateway: %s", last)
 }
 
 // checkHardwareReport: hwtest ran once at boot inside the VM and its report
