@@ -13,9 +13,10 @@ Output in --out:
   encode.tsv       sample lines and their token ids (tokenizer parity test)
 
 Chapters are documents, each preceded by <|endoftext|>. Every 40th chapter
-is held out. One training "document" in eight is a chat exchange in ChatML
-(a verse as the user turn, the next verse as the assistant turn) so the model
-learns to close its turn with <|im_end|> under the chat template.
+is held out. After each training chapter come chat exchanges in ChatML, one
+per eight verses of the chapter (a random verse as the user turn, the next
+verse as the assistant turn), so the model learns to close its turn with
+<|im_end|> under the chat template.
 """
 
 import argparse
@@ -85,7 +86,7 @@ def main():
     stream = []
     for _, verses in train_ch:
         stream += [eot] + enc.encode("\n".join(verses) + "\n")
-        # One chat exchange per chapter-eighth of the corpus, from this chapter.
+        # One chat exchange per eight verses, from this chapter.
         for _ in range(max(1, len(verses) // 8)):
             if len(verses) < 2:
                 break

@@ -18,8 +18,7 @@ import (
 
 // BenchmarkEngine measures our engine on the default model: prompt
 // processing (pp, one 96-token prompt) and generation (tg, 32 tokens one
-// by one), reported as tokens/s; with the llama.cpp reference installed
-// (make engine-refharness), the same figures from llama.cpp and the ratios.
+// by one), reported as tokens/s.
 func BenchmarkEngine(b *testing.B) {
 	m, tk := load(b, Bytes())
 	const pp, tg = 96, 32
@@ -56,26 +55,11 @@ func BenchmarkEngine(b *testing.B) {
 	b.ReportMetric(tgTPS, "tg_tok/s")
 	b.ReportMetric(0, "ns/op")
 
-	ref := refHarness()
-	if ref == "" {
-		b.Log("llama.cpp reference not installed (make engine-refharness): no comparison")
-		return
-	}
-	p := filepath.Join(b.TempDir(), FileName)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	var out struct {
-		PP float64 `json:"pp_tps"`
-		TG float64 `json:"tg_tps"`
-	}
-	if err := runNode(ref, &out, "bench", p, strconv.Itoa(m.Threads()), strconv.Itoa(pp), strconv.Itoa(tg)); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(out.PP, "llamacpp_pp_tok/s")
-	b.ReportMetric(out.TG, "llamacpp_tg_tok/s")
-	b.ReportMetric(ppTPS/out.PP, "pp_ratio")
-	b.ReportMetric(tgTPS/out.TG, "tg_ratio")
+	// No llama.cpp figure in the same run: ref.mjs's bench mode feeds token
+	// ids up to 5100, beyond this model's 2048, and its greedy mode spends
+	// ~0.3 s per token marshalling logits in JavaScript, which would
+	// measure node, not llama.cpp. Correctness against llama.cpp is
+	// TestParityLlamaCpp.
 }
 
 // refHarness returns the path of the llama.cpp reference script installed
