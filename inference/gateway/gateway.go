@@ -832,7 +832,8 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, kind string, r
 		}
 	}
 	lat := time.Since(start)
-	if werr == nil && rerr != nil && rerr != io.EOF {
+	clientLeft := werr != nil || r.Context().Err() != nil
+	if !clientLeft && rerr != nil && rerr != io.EOF {
 		end(lat, false)
 		g.log.Warn("gateway: node failed mid-response", "node", n.id, "err", rerr)
 		g.streamError(w, kind, req, rerr)
@@ -840,7 +841,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, kind string, r
 	}
 	// A client that hangs up (often right after the final event) still
 	// had its tokens generated: the serving node is owed for them.
-	end(lat, werr == nil)
+	end(lat, !clientLeft)
 	if g.cfg.Usage != nil && resp.StatusCode < 300 {
 		u := Usage{Model: req.Model, Node: n.id, Kind: n.kind, PromptTokens: d.Prompt, CachedTokens: d.Cached, TTFB: ttfb, Latency: lat}
 		t := tail.Bytes()
