@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"testing"
@@ -41,35 +39,14 @@ func TestGatewayServesTheMeshAndPays(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	gw := freePort(t)
-	var nodes []*Node
-	var first string
-	for i := 0; i < 4; i++ {
-		o := Options{PermDir: perm(), Listen: "127.0.0.1:0", Version: "test", MeshListen: []string{"/ip4/127.0.0.1/tcp/0"},
-			MeshNoLANDiscovery: true, Logger: slog.New(slog.DiscardHandler), ProcDir: t.TempDir(), ProgramDirs: []string{}}
+	nodes := startNodes(t, ctx, perm, 4, func(i int, o *Options) {
 		switch i {
 		case 0:
 			o.GatewayListen = gw
 		case 3:
 			o.EngineURL = engineURL
 		}
-		if first != "" {
-			o.MeshBootstrap = []string{first}
-		}
-		n, err := New(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- n.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		if _, err := n.Addr(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first = fmt.Sprintf("%s/p2p/%s", n.Mesh().Host().Addrs()[0], n.Mesh().ID())
-		}
-		nodes = append(nodes, n)
-	}
+	})
 	asker, server := nodes[0], nodes[3]
 	post := func(body string) (int, []byte) {
 		resp, err := http.Post("http://"+gw+"/v1/chat/completions", "application/json", bytes.NewBufferString(body))

@@ -63,25 +63,18 @@ func community(t *testing.T, edit func(*provisioning.Manifest)) func() string {
 	}
 }
 
-// TestAnonymousRequestOverCloves: four appliances of one community meet on
-// loopback; one serves a model. Another asks it a chat question as cloves
-// over onion paths through the others and gets the engine's answer.
-func TestAnonymousRequestOverCloves(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs four mesh nodes and an engine")
-	}
-	engineURL := startEngine(t)
-	perm := community(t, func(m *provisioning.Manifest) { m.Clove.N, m.Clove.K, m.Clove.L = 2, 2, 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+// startNodes runs count appliance nodes of one community on loopback;
+// node 0 is every other node's bootstrap peer. tweak adjusts options.
+func startNodes(t *testing.T, ctx context.Context, perm func() string, count int, tweak func(int, *Options)) []*Node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
 	var nodes []*Node
 	var first string
-	for i := 0; i < 4; i++ {
+	for i := 0; i < count; i++ {
 		o := Options{PermDir: perm(), Listen: "127.0.0.1:0", Version: "test", MeshListen: []string{"/ip4/127.0.0.1/tcp/0"},
 			MeshNoLANDiscovery: true, Logger: slog.New(slog.DiscardHandler), ProcDir: t.TempDir(), ProgramDirs: []string{}}
-		if i == 3 {
-			o.EngineURL = engineURL
-		}
+		tweak(i, &o)
 		if first != "" {
 			o.MeshBootstrap = []string{first}
 		}
@@ -100,6 +93,25 @@ func TestAnonymousRequestOverCloves(t *testing.T) {
 		}
 		nodes = append(nodes, n)
 	}
+	return nodes
+}
+
+// TestAnonymousRequestOverCloves: four appliances of one community meet on
+// loopback; one serves a model. Another asks it a chat question as cloves
+// over onion paths through the others and gets the engine's answer.
+func TestAnonymousRequestOverCloves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four mesh nodes and an engine")
+	}
+	engineURL := startEngine(t)
+	perm := community(t, func(m *provisioning.Manifest) { m.Clove.N, m.Clove.K, m.Clove.L = 2, 2, 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nodes := startNodes(t, ctx, perm, 4, func(i int, o *Options) {
+		if i == 3 {
+			o.EngineURL = engineURL
+		}
+	})
 	asker, server := nodes[0], nodes[3]
 	body := []byte(`{"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":4,"temperature":0}`)
 	var reply []byte
