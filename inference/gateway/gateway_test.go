@@ -285,7 +285,7 @@ func TestKillNodeMidWorkload(t *testing.T) {
 					}()
 				}
 				stream := (c+i)%2 == 0
-				body, _ := json.Marshal(map[string]any{"model": tinyModel, "max_tokens": 10, "stream": stream,
+				body, _ := json.Marshal(map[string]any{"model": tinyModel, "max_tokens": 48, "stream": stream, // long enough to be in flight when the kill lands
 					"messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("client %d question %d about the weather", c, i)}}})
 				resp, err := http.Post(nodes[0].gwURL+"/v1/chat/completions", "application/json", bytes.NewReader(body))
 				if err != nil {
