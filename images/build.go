@@ -303,6 +303,8 @@ func stageRoot(ctx context.Context, opts Options, root, kernelDir, password stri
 		"etc/http-port.txt": cfg.httpPort(),
 		"etc/gokr-pw.txt":   password,
 		"etc/hypha/version": opts.Version + "\n",
+		// gokrazy's web UI reads an SBOM here; ours names the build only
+		// (gok's hashes of go.mod and the kernel are not computed).
 		"etc/gokrazy/sbom.json": fmt.Sprintf(`{"sbom_hash":"%s","sbom":{"config_hash":"","go_mod_hashes":{},"kernel_hash":""}}`,
 			opts.Version),
 	}
