@@ -127,12 +127,7 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 		s.ollamaError(w, fmt.Errorf("give exactly one of prompt and messages: %w", ErrBadRequest))
 		return
 	}
-	mf, err := s.reg.find(req.Model)
-	if err != nil {
-		s.ollamaError(w, err)
-		return
-	}
-	lm, release, err := s.reg.acquire(mf)
+	mf, lm, release, err := s.reg.load(req.Model)
 	if err != nil {
 		s.ollamaError(w, err)
 		return

@@ -249,22 +249,12 @@ func ollamaMetrics(m map[string]any, res genResult, start time.Time, load time.D
 
 func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, err := s.readBody(w, r)
+	req, p, err := readRequest(s, w, r, decodeOllamaChat)
 	if err != nil {
 		s.ollamaError(w, err)
 		return
 	}
-	req, p, err := decodeOllamaChat(body)
-	if err != nil {
-		s.ollamaError(w, err)
-		return
-	}
-	mf, err := s.reg.find(req.Model)
-	if err != nil {
-		s.ollamaError(w, err)
-		return
-	}
-	lm, release, err := s.reg.acquire(mf)
+	mf, lm, release, err := s.reg.load(req.Model)
 	if err != nil {
 		s.ollamaError(w, err)
 		return
@@ -319,22 +309,12 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, err := s.readBody(w, r)
+	req, p, err := readRequest(s, w, r, decodeOllamaGenerate)
 	if err != nil {
 		s.ollamaError(w, err)
 		return
 	}
-	req, p, err := decodeOllamaGenerate(body)
-	if err != nil {
-		s.ollamaError(w, err)
-		return
-	}
-	mf, err := s.reg.find(req.Model)
-	if err != nil {
-		s.ollamaError(w, err)
-		return
-	}
-	lm, release, err := s.reg.acquire(mf)
+	mf, lm, release, err := s.reg.load(req.Model)
 	if err != nil {
 		s.ollamaError(w, err)
 		return

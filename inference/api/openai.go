@@ -280,6 +280,16 @@ func usageOf(r genResult) *oaUsage {
 	return &oaUsage{r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens}
 }
 
+// readRequest reads a request body and decodes it with decode.
+func readRequest[T any](s *Server, w http.ResponseWriter, r *http.Request, decode func([]byte) (T, genParams, error)) (T, genParams, error) {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		var zero T
+		return zero, genParams{}, err
+	}
+	return decode(body)
+}
+
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	var raw json.RawMessage
 	if err := s.decodeBody(w, r, &raw); err != nil {
@@ -321,22 +331,12 @@ func (s *Server) encodePrompt(lm *loadedModel, text string) []int32 {
 }
 
 func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) {
-	body, err := s.readBody(w, r)
+	req, p, err := readRequest(s, w, r, decodeChatCompletion)
 	if err != nil {
 		s.openAIError(w, err)
 		return
 	}
-	req, p, err := decodeChatCompletion(body)
-	if err != nil {
-		s.openAIError(w, err)
-		return
-	}
-	mf, err := s.reg.find(req.Model)
-	if err != nil {
-		s.openAIError(w, err)
-		return
-	}
-	lm, release, err := s.reg.acquire(mf)
+	mf, lm, release, err := s.reg.load(req.Model)
 	if err != nil {
 		s.openAIError(w, err)
 		return
@@ -440,22 +440,12 @@ func (s *Server) streamFailed(w http.ResponseWriter, sw *streamWriter, err error
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
-	body, err := s.readBody(w, r)
+	req, p, err := readRequest(s, w, r, decodeCompletion)
 	if err != nil {
 		s.openAIError(w, err)
 		return
 	}
-	req, p, err := decodeCompletion(body)
-	if err != nil {
-		s.openAIError(w, err)
-		return
-	}
-	mf, err := s.reg.find(req.Model)
-	if err != nil {
-		s.openAIError(w, err)
-		return
-	}
-	lm, release, err := s.reg.acquire(mf)
+	mf, lm, release, err := s.reg.load(req.Model)
 	if err != nil {
 		s.openAIError(w, err)
 		return

@@ -256,6 +256,20 @@ func (r *registry) find(name string) (*modelFile, error) {
 }
 
 // acquire loads mf if needed and pins it until release is called.
+// load finds the model a request names and acquires it loaded; release
+// must be called when the request is done.
+func (r *registry) load(name string) (*modelFile, *loadedModel, func(), error) {
+	mf, err := r.find(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lm, release, err := r.acquire(mf)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return mf, lm, release, nil
+}
+
 func (r *registry) acquire(mf *modelFile) (*loadedModel, func(), error) {
 	mf.loadMu.Lock()
 	defer mf.loadMu.Unlock()
