@@ -21,11 +21,10 @@ import (
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/network"
-	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/univrs/hypha/appliance/lanpage/browsertest"
 	"github.com/vishvananda/netlink"
 
 	"github.com/univrs/hypha/hwtest"
@@ -411,24 +410,8 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 	flow := e2ePay(t, ctx, nodes[1], self, 2500, "solar surplus shared with the mill")
 
 	// Every request the browser makes is recorded: none may leave the box.
-	var mu sync.Mutex
-	var requests, problems []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *network.EventRequestWillBeSent:
-			requests = append(requests, e.Request.URL)
-		case *cdpruntime.EventExceptionThrown:
-			problems = append(problems, "exception: "+e.ExceptionDetails.Text+" "+fmt.Sprint(e.ExceptionDetails.Exception))
-		case *cdplog.EventEntryAdded:
-			// The refused steward POSTs log network errors; anything else
-			// at error level (CSP violations, script errors) is a bug.
-			if e.Entry.Level == cdplog.EntryLevelError && e.Entry.Source != cdplog.EntrySourceNetwork {
-				problems = append(problems, string(e.Entry.Source)+": "+e.Entry.Text+" at "+e.Entry.URL)
-			}
-		}
-	}); err != nil {
+	rec, err := browsertest.Record(bctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -663,8 +646,7 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 	})
 
 	t.Run("nothing leaves the box", func(t *testing.T) {
-		mu.Lock()
-		defer mu.Unlock()
+		requests, problems := rec.Snapshot()
 		if len(requests) < 10 {
 			t.Fatalf("only %d requests recorded: the listener is not working", len(requests))
 		}
@@ -679,9 +661,8 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 	})
 
 	t.Run("the checks can fail", func(t *testing.T) {
-		mu.Lock()
+		requests, problems := rec.Snapshot()
 		nreq, nprob := len(requests), len(problems)
-		mu.Unlock()
 		// A planted inline style is a CSP violation the listener must see.
 		navigate(t, "/hardware")
 		e2eEval[int](t, bctx, `document.body.setAttribute('style', 'outline: 1px solid red'), 0`)
@@ -690,8 +671,7 @@ func TestE2EBrowserAgainstRunningMesh(t *testing.T) {
 		const foreign = "http://192.0.2.1/"
 		chromedp.Do(bctx, chromedp.Navigate(foreign)) // fails: no route
 		seen := func() (bool, bool) {
-			mu.Lock()
-			defer mu.Unlock()
+			requests, problems := rec.Snapshot()
 			csp := slices.ContainsFunc(problems[nprob:], func(p string) bool { return strings.Contains(p, "Content Security Policy") })
 			return csp, slices.Contains(requests[nreq:], foreign)
 		}

@@ -17,10 +17,10 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
-	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/univrs/hypha/appliance/lanpage/browsertest"
 
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/appliance/lanpage/sample"
@@ -208,24 +208,8 @@ func TestBrowser(t *testing.T) {
 	f := newFixture(t, chat.URL+"/v1")
 
 	// Record every request the browser makes: none may leave the box.
-	var reqMu sync.Mutex
-	var requests, problems []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		reqMu.Lock()
-		defer reqMu.Unlock()
-		switch e := ev.(type) {
-		case *network.EventRequestWillBeSent:
-			requests = append(requests, e.Request.URL)
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+e.ExceptionDetails.Text+" "+fmt.Sprint(e.ExceptionDetails.Exception))
-		case *cdplog.EventEntryAdded:
-			// 4xx answers are expected in the steward test; anything else at
-			// error level (CSP violations, script errors) is a bug.
-			if e.Entry.Level == cdplog.EntryLevelError && e.Entry.Source != cdplog.EntrySourceNetwork {
-				problems = append(problems, string(e.Entry.Source)+": "+e.Entry.Text+" at "+e.Entry.URL)
-			}
-		}
-	}); err != nil {
+	rec, err := browsertest.Record(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -489,8 +473,7 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("nothing leaves the box", func(t *testing.T) {
-		reqMu.Lock()
-		defer reqMu.Unlock()
+		requests, _ := rec.Snapshot()
 		if len(requests) < 20 {
 			t.Fatalf("only %d requests recorded; the listener is not working", len(requests))
 		}
@@ -502,9 +485,7 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("no script errors or CSP violations", func(t *testing.T) {
-		reqMu.Lock()
-		before := slices.Clone(problems)
-		reqMu.Unlock()
+		_, before := rec.Snapshot()
 		for _, p := range before {
 			t.Error(p)
 		}
@@ -512,13 +493,12 @@ func TestBrowser(t *testing.T) {
 		navigate(t, ctx, f.srv.URL+"/hardware")
 		eval[any](t, ctx, `document.body.setAttribute('style', 'outline: 1px solid red'), 0`)
 		for i := 0; i < 30; i++ {
-			reqMu.Lock()
+			_, problems := rec.Snapshot()
 			n := len(problems)
 			last := ""
 			if n > 0 {
 				last = problems[n-1]
 			}
-			reqMu.Unlock()
 			if n > len(before) && strings.Contains(last, "Content Security Policy") {
 				return
 			}
