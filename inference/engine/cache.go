@@ -173,11 +173,24 @@ func (c *Cache) Eval(ctx context.Context, tokens []int32) (logits []float32, reu
 // tokens[:i]) for i >= 1; lp[0] is 0 (nothing precedes it). The evaluated
 // sequence stays cached for later Evals.
 func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
+	lp, _, err := c.score(ctx, tokens, false)
+	return lp, err
+}
+
+// ScoreBest is Score that also returns, per position, the log-probability
+// of the token the model found most likely there: best[i] = max_v log P(v |
+// tokens[:i]) for i >= 1 (best[0] = 0), so lp[i] == best[i] exactly when
+// tokens[i] was the greedy choice. Still one forward pass.
+func (c *Cache) ScoreBest(ctx context.Context, tokens []int32) (lp, best []float32, err error) {
+	return c.score(ctx, tokens, true)
+}
+
+func (c *Cache) score(ctx context.Context, tokens []int32, withBest bool) (lp, best []float32, err error) {
 	if err := c.checkTokens(tokens); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := c.m.acquire(); err != nil {
-		return nil, fmt.Errorf("engine: score: %w", err)
+		return nil, nil, fmt.Errorf("engine: score: %w", err)
 	}
 	defer c.m.mu.RUnlock()
 	c.mu.Lock()
@@ -185,26 +198,40 @@ func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
 	c.clock++
 	seq := &cachedSeq{lastUse: c.clock}
 	c.seqs = append(c.seqs, seq)
-	lp := make([]float32, len(tokens))
+	lp = make([]float32, len(tokens))
+	if withBest {
+		best = make([]float32, len(tokens))
+	}
 	V := c.m.cfg.Vocab
 	for start := 0; start < len(tokens); start += prefillBatch {
 		if err := ctx.Err(); err != nil {
 			c.syncHashesLocked(seq)
-			return nil, fmt.Errorf("engine: score: %w", err)
+			return nil, nil, fmt.Errorf("engine: score: %w", err)
 		}
 		end := min(len(tokens), start+prefillBatch)
 		c.makeRoomLocked(seq, end-start)
 		logits := c.m.forward(&c.s, &seq.kvSeq, tokens[start:end], true)
 		for t := start; t < end && t+1 < len(tokens); t++ {
-			lp[t+1] = logProb(logits[(t-start)*V:(t-start+1)*V], tokens[t+1])
+			l, b := logProbBest(logits[(t-start)*V:(t-start+1)*V], tokens[t+1])
+			lp[t+1] = l
+			if withBest {
+				best[t+1] = b
+			}
 		}
 	}
 	c.syncHashesLocked(seq)
-	return lp, nil
+	return lp, best, nil
 }
 
 // logProb is log softmax(logits)[tok], computed in float64.
 func logProb(logits []float32, tok int32) float32 {
+	lp, _ := logProbBest(logits, tok)
+	return lp
+}
+
+// logProbBest returns log softmax(logits)[tok] and max log softmax(logits)
+// (the log-probability of the most likely token), computed in float64.
+func logProbBest(logits []float32, tok int32) (lp, best float32) {
 	mx := math.Inf(-1)
 	for _, v := range logits {
 		mx = math.Max(mx, float64(v))
@@ -213,7 +240,8 @@ func logProb(logits []float32, tok int32) float32 {
 	for _, v := range logits {
 		sum += math.Exp(float64(v) - mx)
 	}
-	return float32(float64(logits[tok]) - mx - math.Log(sum))
+	lse := math.Log(sum)
+	return float32(float64(logits[tok]) - mx - lse), float32(-lse)
 }
 
 // acquireLocked picks the sequence to extend for tokens: an existing one
