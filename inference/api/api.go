@@ -248,5 +248,6 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /hypha/models", s.handleHyphaModels)
 	m.HandleFunc("GET /hypha/cache", s.handleCacheState)
 	m.HandleFunc("POST /hypha/tokenize", s.handleTokenize)
+	m.HandleFunc("POST /hypha/score", s.handleScore)
 	s.mux = m
 }

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -133,18 +135,10 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	var ids []int32
-	if req.Prompt != nil {
-		ids = s.encodePrompt(lm, *req.Prompt)
-	} else {
-		msgs := make([]chat.Message, len(req.Messages))
-		for i, m := range req.Messages {
-			msgs[i] = chat.Message{Role: m.Role, Content: string(m.Content)}
-		}
-		if ids, _, err = s.chatPrompt(lm, msgs); err != nil {
-			s.ollamaError(w, err)
-			return
-		}
+	ids, err := s.promptIDs(lm, req.Prompt, req.Messages)
+	if err != nil {
+		s.ollamaError(w, err)
+		return
 	}
 	resp := map[string]any{"model": mf.Name, "tokens": ids}
 	if h, ok := lm.model.(Hasher); ok {
@@ -152,4 +146,125 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 		resp["chunk_hashes"] = hexHashes(h.ChunkHashes(ids))
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// promptIDs tokenizes a prompt (exactly one of prompt and messages) as a
+// completion or chat request would see it.
+func (s *Server) promptIDs(lm *loadedModel, prompt *string, messages []oaMessage) ([]int32, error) {
+	if prompt != nil {
+		return s.encodePrompt(lm, *prompt), nil
+	}
+	msgs := make([]chat.Message, len(messages))
+	for i, m := range messages {
+		msgs[i] = chat.Message{Role: m.Role, Content: string(m.Content)}
+	}
+	ids, _, err := s.chatPrompt(lm, msgs)
+	return ids, err
+}
+
+// BestScorer is optionally implemented by a Cache that can report, in the
+// same forward pass as Score, the log-probability of the most likely token
+// at every position (best[i] = max_v log P(v | tokens[:i]), best[0] = 0).
+// /hypha/score needs it; Builtin's caches implement it.
+type BestScorer interface {
+	ScoreBest(ctx context.Context, tokens []int32) (lp, best []float32, err error)
+}
+
+func (b builtinCache) ScoreBest(ctx context.Context, tokens []int32) ([]float32, []float32, error) {
+	lp, best, err := b.c.ScoreBest(ctx, tokens)
+	return lp, best, requestErr(err)
+}
+
+// handleScore: POST /hypha/score {"model", "prompt" or "messages",
+// "response"} scores a response under the model, teacher-forced, in one
+// forward pass: the prompt is rendered and tokenized exactly as for
+// generation (chat template, BOS), the response text is tokenized as plain
+// text (no BOS, no special tokens) and appended. The answer covers the
+// response tokens only: each one's log-probability, the log-probability of
+// the model's own most likely token at the same position, their means and
+// the perplexity exp(-mean_logprob). A response the model would have
+// produced greedily has mean_logprob == mean_best_logprob.
+func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Model    string      `json:"model"`
+		Prompt   *string     `json:"prompt"`
+		Messages []oaMessage `json:"messages"`
+		Response *string     `json:"response"`
+	}
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.ollamaError(w, err)
+		return
+	}
+	if (req.Prompt == nil) == (len(req.Messages) == 0) {
+		s.ollamaError(w, fmt.Errorf("give exactly one of prompt and messages: %w", ErrBadRequest))
+		return
+	}
+	if req.Response == nil || *req.Response == "" {
+		s.ollamaError(w, fmt.Errorf("response: missing or empty, nothing to score: %w", ErrBadRequest))
+		return
+	}
+	mf, lm, release, err := s.reg.load(req.Model)
+	if err != nil {
+		s.ollamaError(w, err)
+		return
+	}
+	defer release()
+	bs, ok := lm.cache.(BestScorer)
+	if !ok {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": fmt.Sprintf("model %s: this engine cannot score responses", mf.Name)})
+		return
+	}
+	tok := mf.tok
+	prompt, err := s.promptIDs(lm, req.Prompt, req.Messages)
+	if err != nil {
+		s.ollamaError(w, err)
+		return
+	}
+	if len(prompt) == 0 {
+		if tok.BOS() < 0 {
+			s.ollamaError(w, fmt.Errorf("prompt: empty and the model has no BOS token to start from: %w", ErrBadRequest))
+			return
+		}
+		prompt = []int32{tok.BOS()} // as generation does
+	}
+	resp := tok.Encode(*req.Response, false, false)
+	if len(resp) == 0 {
+		s.ollamaError(w, fmt.Errorf("response: %d bytes give no tokens: %w", len(*req.Response), ErrBadRequest))
+		return
+	}
+	if n := len(prompt) + len(resp); n > lm.ctxLen {
+		s.ollamaError(w, fmt.Errorf("prompt (%d tokens) and response (%d tokens) exceed the context length %d: %w",
+			len(prompt), len(resp), lm.ctxLen, ErrBadRequest))
+		return
+	}
+	all := make([]int32, 0, len(prompt)+len(resp))
+	all = append(append(all, prompt...), resp...)
+	turn, err := s.acquire(r.Context())
+	if err != nil {
+		s.ollamaError(w, err)
+		return
+	}
+	lp, best, err := bs.ScoreBest(r.Context(), all)
+	turn()
+	if err != nil {
+		s.ollamaError(w, s.engineErr("score", err))
+		return
+	}
+	lp, best = lp[len(prompt):], best[len(prompt):]
+	var sumLP, sumBest float64
+	for i := range lp {
+		sumLP += float64(lp[i])
+		sumBest += float64(best[i])
+	}
+	n := float64(len(lp))
+	ppl := math.Exp(-sumLP / n)
+	if math.IsInf(ppl, 0) {
+		ppl = math.MaxFloat64 // JSON has no infinity
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"model": mf.Name, "prompt_tokens": len(prompt), "tokens": resp,
+		"logprobs": lp, "best_logprobs": best,
+		"mean_logprob": sumLP / n, "mean_best_logprob": sumBest / n,
+		"perplexity": ppl,
+	})
 }
