@@ -91,7 +91,16 @@ type VerifierSet struct {
 	Members       []string `json:"members,omitempty"` // libp2p peer IDs of verifier nodes
 	CommitteeSize int      `json:"committee_size"`
 	ChallengeRate float64  `json:"challenge_rate"` // fraction [0,1] of requests that are challenges
+	// Prompts are challenge prompts the community adds to the built-in pool
+	// (at most MaxChallengePrompts of at most MaxChallengePromptBytes each).
+	Prompts []string `json:"prompts,omitempty"`
 }
+
+// Bounds of VerifierSet.Prompts.
+const (
+	MaxChallengePrompts     = 256
+	MaxChallengePromptBytes = 2000
+)
 
 // CloveParams are the S-IDA parameters of anonymous requests: a request is
 // split into N cloves of which any K rebuild it, each sent over an onion
@@ -102,11 +111,29 @@ type CloveParams struct {
 	L int `json:"l"`
 }
 
-// ReputationParams tune the reputation of serving nodes (all in [0,1]).
+// ReputationParams tune the reputation of serving nodes. Fractions are in
+// [0,1]. The fields after DecayPerDay were added after the first release:
+// they are omitted from the JSON when zero, so manifests written before them
+// keep their exact bytes (and signatures), and zero means the default of
+// inference/verify (α 0.4, β 0.6, window 5, abnormal below 0.4, γ 0.2,
+// 60 s epochs, 2 challenges per node and verifier per epoch).
 type ReputationParams struct {
 	Initial     float64 `json:"initial"`
 	Threshold   float64 `json:"threshold"`     // below it a node gets no requests
 	DecayPerDay float64 `json:"decay_per_day"` // pull towards Initial per day
+
+	// R(T) = Alpha·R(T-1) + β·C(T), β = Beta unless the node is punished.
+	Alpha float64 `json:"alpha,omitempty"`
+	Beta  float64 `json:"beta,omitempty"`
+	// An epoch's credit below Abnormal is abnormal; when more than Gamma of
+	// the last Window scored epochs are abnormal, β shrinks (PlanetServe).
+	Abnormal float64 `json:"abnormal,omitempty"`
+	Gamma    float64 `json:"gamma,omitempty"`
+	Window   int     `json:"window,omitempty"` // 1..64 epochs
+	// EpochSeconds is the length of a verification epoch (5..86400).
+	EpochSeconds int `json:"epoch_seconds,omitempty"`
+	// ChallengesPerEpoch each verifier sends each serving node (1..32).
+	ChallengesPerEpoch int `json:"challenges_per_epoch,omitempty"`
 }
 
 // DefaultManifest returns a founding manifest (Serial 1) with the default
@@ -242,6 +269,14 @@ func (m *Manifest) validate() error {
 			return inv("%v", err)
 		}
 	}
+	if len(v.Prompts) > MaxChallengePrompts {
+		return inv("verifiers: %d challenge prompts, at most %d", len(v.Prompts), MaxChallengePrompts)
+	}
+	for i, p := range v.Prompts {
+		if err := checkText(fmt.Sprintf("challenge prompt %d", i), p, MaxChallengePromptBytes, true); err != nil {
+			return inv("%v", err)
+		}
+	}
 	k := m.Clove
 	if k.K < 1 || k.N < k.K || k.N > 32 || k.L < 1 || k.L > 8 {
 		return inv("clove n=%d k=%d l=%d: want 1 <= k <= n <= 32 and 1 <= l <= 8", k.N, k.K, k.L)
@@ -258,8 +293,18 @@ func (m *Manifest) validate() error {
 		}
 	}
 	r := m.Reputation
-	if !inUnit(r.Initial) || !inUnit(r.Threshold) || !inUnit(r.DecayPerDay) {
-		return inv("reputation %+v: every value must be in [0,1]", r)
+	if !inUnit(r.Initial) || !inUnit(r.Threshold) || !inUnit(r.DecayPerDay) ||
+		!inUnit(r.Alpha) || !inUnit(r.Beta) || !inUnit(r.Abnormal) || !inUnit(r.Gamma) {
+		return inv("reputation %+v: every fraction must be in [0,1]", r)
+	}
+	if r.Window < 0 || r.Window > 64 {
+		return inv("reputation window %d epochs, want 1..64 (0: default)", r.Window)
+	}
+	if r.EpochSeconds != 0 && (r.EpochSeconds < 5 || r.EpochSeconds > 86400) {
+		return inv("reputation epoch_seconds %d, want 5..86400 (0: default)", r.EpochSeconds)
+	}
+	if r.ChallengesPerEpoch < 0 || r.ChallengesPerEpoch > 32 {
+		return inv("reputation challenges_per_epoch %d, want 1..32 (0: default)", r.ChallengesPerEpoch)
 	}
 	return nil
 }
@@ -279,6 +324,7 @@ func (m *Manifest) Clone() *Manifest {
 	c := *m
 	c.Stewards = append([]Steward(nil), m.Stewards...)
 	c.Verifiers.Members = append([]string(nil), m.Verifiers.Members...)
+	c.Verifiers.Prompts = append([]string(nil), m.Verifiers.Prompts...)
 	c.BootstrapPeers = append([]string(nil), m.BootstrapPeers...)
 	return &c
 }
