@@ -35,7 +35,7 @@ func (n *Node) startGateway(ctx context.Context) error {
 	}
 	cfg := gateway.Config{
 		Local: n.opts.EngineURL, LocalID: route.NodeID(n.id.ID()), ModelsDir: n.opts.ModelsDir,
-		Log: n.log, Usage: n.onUsage,
+		Log: n.log, Usage: n.onUsage, Router: route.NewRouter(route.WithPolicy(n.opts.RoutePolicy)),
 	}
 	if n.mesh != nil {
 		cfg.Streams = n.mesh

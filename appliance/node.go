@@ -23,6 +23,7 @@ import (
 
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/inference/gateway"
+	"github.com/univrs/hypha/inference/route"
 	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/mesh/clove"
@@ -62,6 +63,9 @@ type Options struct {
 	// ModelsDir is the local engine's models directory, whose tokenizers
 	// let the gateway key requests by tokens (default PermDir/models).
 	ModelsDir string
+	// RoutePolicy is the gateway's forwarding rule (default the HR-tree;
+	// the baselines exist for benchmarks).
+	RoutePolicy route.Policy
 	// SeedDefaultModel writes the project's tiny default model into
 	// ModelsDir at start unless a GGUF is already there (the appliance).
 	SeedDefaultModel bool

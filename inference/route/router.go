@@ -38,6 +38,17 @@ func (p Policy) String() string {
 	return fmt.Sprintf("policy(%d)", int(p))
 }
 
+// ParsePolicy reads a policy by its name ("hr-tree", "round-robin",
+// "least-loaded").
+func ParsePolicy(s string) (Policy, error) {
+	for _, p := range []Policy{HRTree, RoundRobin, LeastLoaded} {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("route: unknown policy %q (hr-tree, round-robin or least-loaded)", s)
+}
+
 // Defaults of a Router (PlanetServe's parameters where it has them).
 const (
 	// DefaultEWMAWeight is the weight of a new latency sample.

@@ -7,12 +7,14 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/univrs/hypha/appliance"
+	"github.com/univrs/hypha/inference/route"
 )
 
 // version is set by the image builder (-ldflags -X main.version=…).
@@ -27,12 +29,19 @@ func main() {
 	flag.StringVar(&opts.ModelsDir, "models", "", "the local engine's models directory (default <perm>/models)")
 	flag.BoolVar(&opts.SeedDefaultModel, "default-model", true, "put the project's tiny default model into the models directory when it holds no GGUF")
 	flag.BoolVar(&opts.ManageLinks, "manage-links", false, "configure the mesh bridge and ULA with netlink (the appliance sets it)")
+	policy := flag.String("route", "hr-tree", "gateway forwarding rule: hr-tree, or the benchmark baselines round-robin and least-loaded")
 	flag.Parse()
+	p, err := route.ParsePolicy(*policy)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hyphad:", err)
+		os.Exit(2)
+	}
+	opts.RoutePolicy = p
 	opts.Version = version
 	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, opts)
+	err = run(ctx, opts)
 	cancel()
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
