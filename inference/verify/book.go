@@ -59,16 +59,16 @@ type Book struct {
 	p         Params
 	community string
 
-	mu         sync.Mutex // guards everything below
-	now        func() time.Time
-	verifiers  map[string]bool
-	reports    map[key]*Report
-	byNode     map[string]map[int64][]*Report // node -> epoch -> reports
-	liars      map[string][2]*Report          // equivocating verifier -> the two conflicting reports
-	gen        uint64                         // bumped on every change
-	memo       map[string]memoEntry           // node -> last Reputation computation
-	memoGen    uint64
-	memoUpTo int64 // the upTo epoch memo entries were computed for
+	mu        sync.Mutex // guards everything below
+	now       func() time.Time
+	verifiers map[string]bool
+	reports   map[key]*Report
+	byNode    map[string]map[int64][]*Report // node -> epoch -> reports
+	liars     map[string][2]*Report          // equivocating verifier -> the two conflicting reports
+	gen       uint64                         // bumped on every change
+	memo      map[string]memoEntry           // node -> last Reputation computation
+	memoGen   uint64
+	memoUpTo  int64 // the upTo epoch memo entries were computed for
 }
 
 type memoEntry struct{ rep float64 }
