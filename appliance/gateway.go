@@ -18,6 +18,7 @@ import (
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/inference/gateway"
 	"github.com/univrs/hypha/inference/route"
+	"github.com/univrs/hypha/inference/verify"
 	"github.com/univrs/hypha/ledger"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/sensors/obs"
@@ -35,7 +36,7 @@ func (n *Node) startGateway(ctx context.Context) error {
 	}
 	cfg := gateway.Config{
 		Local: n.opts.EngineURL, LocalID: route.NodeID(n.id.ID()), ModelsDir: n.opts.ModelsDir,
-		Log: n.log, Usage: n.onUsage, Router: route.NewRouter(route.WithPolicy(n.opts.RoutePolicy)),
+		Log: n.log, Usage: n.onUsage, Router: n.newRouter(),
 	}
 	if n.mesh != nil {
 		cfg.Streams = n.mesh
@@ -69,6 +70,16 @@ func (n *Node) startGateway(ctx context.Context) error {
 	return nil
 }
 
+// newRouter makes the gateway's router: the configured rule, skipping
+// nodes the verification committee does not trust.
+func (n *Node) newRouter() *route.Router {
+	opts := []route.Option{route.WithPolicy(n.opts.RoutePolicy)}
+	if rep := n.reputation(); rep != nil {
+		opts = append(opts, route.WithReputation(rep, n.verify.book.Params().Threshold))
+	}
+	return route.NewRouter(opts...)
+}
+
 // anonymousOr sends OpenAI chat requests marked anonymous (the request
 // field "anonymous": true or the header X-Hypha-Anonymous: 1) as cloves
 // over onion paths; everything else goes to next.
@@ -82,6 +93,11 @@ func (n *Node) anonymousOr(next http.Handler) http.Handler {
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		if n.verify != nil {
+			if pt, ok := verify.PatternOf(body); ok {
+				n.verify.pool.Observe(pt) // its shape only, for challenges that look like it
+			}
 		}
 		var req map[string]json.RawMessage
 		anon := r.Header.Get("X-Hypha-Anonymous") == "1"

@@ -116,7 +116,7 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 		self := n.Config().Name
 		models, healthy, _ := n.engine.get()
 		add(self, models)
-		out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: self, PeerID: n.id.ID(), Engine: "inferd", Healthy: healthy, Reputation: 1})
+		out.Nodes = append(out.Nodes, n.withReputation(lanpage.InferenceNode{Name: self, PeerID: n.id.ID(), Engine: "inferd", Healthy: healthy}))
 	}
 	if n.mesh != nil {
 		for _, m := range n.mesh.Members() {
@@ -125,10 +125,11 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 				continue
 			}
 			add(m.Name, a.Models)
-			out.Nodes = append(out.Nodes, lanpage.InferenceNode{Name: m.Name, PeerID: m.ID.String(), Engine: "inferd",
-				Healthy: m.State == mesh.StateUp, Load: a.Load, Reputation: 1})
+			out.Nodes = append(out.Nodes, n.withReputation(lanpage.InferenceNode{Name: m.Name, PeerID: m.ID.String(), Engine: "inferd",
+				Healthy: m.State == mesh.StateUp, Load: a.Load}))
 		}
 	}
+	n.reputationView(&out)
 	// Where recent requests went and why: the router's own decisions
 	// (prefix, session, least loaded…), newest first, with the time to
 	// first byte the gateway measured for completed ones.

@@ -66,6 +66,11 @@ type Options struct {
 	// RoutePolicy is the gateway's forwarding rule (default the HR-tree;
 	// the baselines exist for benchmarks).
 	RoutePolicy route.Policy
+	// VerifierLie makes this node, if it is on the verification committee,
+	// report falsely: "0" or "1" for everyone, "invert" the opposite of
+	// what it measured. It exists for the test that shows one lying
+	// verifier changes no node's standing; never set it on a real box.
+	VerifierLie string
 	// SeedDefaultModel writes the project's tiny default model into
 	// ModelsDir at start unless a GGUF is already there (the appliance).
 	SeedDefaultModel bool
@@ -99,6 +104,7 @@ type Node struct {
 	engine      localModels
 	cloves      *clove.Node      // nil: not running
 	gateway     *gateway.Gateway // nil: not running
+	verify      *verification    // nil: not running
 	recentMu    sync.Mutex
 	recent      []lanpage.RouteDecision // guarded by recentMu
 	cloveDir    clove.Directory         // onion keys of the members
@@ -313,6 +319,10 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := n.startCloves(ctx); err != nil {
 		n.log.Error("cloves", "err", err)
 		n.alert(lanpage.SeverityWarning, "cloves", "anonymous requests unavailable: "+err.Error())
+	}
+	if err := n.startVerification(ctx); err != nil {
+		n.log.Error("verification", "err", err)
+		n.alert(lanpage.SeverityWarning, "verification", err.Error())
 	}
 	if err := n.startLedger(ctx); err != nil {
 		n.log.Error("ledger", "err", err)

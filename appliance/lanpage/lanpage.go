@@ -414,6 +414,7 @@ type inferenceModel struct {
 	Inference   part[Inference] `json:"inference"`
 	ChatEnabled bool            `json:"chatEnabled"`
 	Models      []string        `json:"-"`
+	Charts      []template.HTML `json:"-"` // reputation over time
 	Chat        *chatResult     `json:"-"`
 }
 
@@ -507,6 +508,18 @@ func (p *page) modelFor(ctx context.Context, v string, r *http.Request, html boo
 		m := inferenceModel{Inference: inf, ChatEnabled: p.cfg.chatURL != ""}
 		for _, mo := range inf.Data.Models {
 			m.Models = append(m.Models, mo.Name)
+		}
+		if rs := inf.Data.ReputationSeries; html && len(rs) > 0 {
+			win := Window{From: p.cfg.now(), To: p.cfg.now()}
+			for _, s := range rs {
+				if len(s.Points) > 0 && s.Points[0].T.Before(win.From) {
+					win.From = s.Points[0].T
+				}
+			}
+			if win.To.Sub(win.From) < time.Minute {
+				win.From = win.To.Add(-time.Minute)
+			}
+			m.Charts = p.charts(rs, win)
 		}
 		return m, nil
 	case "ledger":

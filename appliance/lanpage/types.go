@@ -158,6 +158,12 @@ type Inference struct {
 	Nodes               []InferenceNode `json:"nodes"`
 	Recent              []RouteDecision `json:"recent"`
 	ReputationThreshold float64         `json:"reputationThreshold"`
+	// Verification says how serving nodes are checked (committee size,
+	// epoch, whether this node is a verifier); "" when no committee runs.
+	Verification string `json:"verification,omitempty"`
+	// ReputationSeries is each serving node's reputation after every
+	// verified epoch (Unit "", Chart "Reputation").
+	ReputationSeries []Series `json:"reputationSeries,omitempty"`
 }
 
 // Model is a model served somewhere on the mesh.
@@ -171,14 +177,18 @@ type Model struct {
 
 // InferenceNode is one node's serving state.
 type InferenceNode struct {
-	Name            string  `json:"name"`
-	PeerID          string  `json:"peerId,omitempty"`
-	Engine          string  `json:"engine,omitempty"` // "inferd", "llama-server", "ollama"…
-	Healthy         bool    `json:"healthy"`
-	Load            float64 `json:"load"` // 0..1
-	Queue           int     `json:"queue"`
-	CacheHitRate    float64 `json:"cacheHitRate"` // 0..1
-	Reputation      float64 `json:"reputation"`   // 0..1
+	Name         string  `json:"name"`
+	PeerID       string  `json:"peerId,omitempty"`
+	Engine       string  `json:"engine,omitempty"` // "inferd", "llama-server", "ollama"…
+	Healthy      bool    `json:"healthy"`
+	Load         float64 `json:"load"` // 0..1
+	Queue        int     `json:"queue"`
+	CacheHitRate float64 `json:"cacheHitRate"` // 0..1
+	Reputation   float64 `json:"reputation"`   // 0..1
+	// Flag says why the committee stopped trusting the node ("" if it
+	// does); VerifiedEpochs is how many epochs were scored.
+	Flag            string  `json:"flag,omitempty"`
+	VerifiedEpochs  int     `json:"verifiedEpochs"`
 	TokensPerSecond float64 `json:"tokensPerSecond"`
 }
 

@@ -29,6 +29,7 @@ func main() {
 	flag.StringVar(&opts.ModelsDir, "models", "", "the local engine's models directory (default <perm>/models)")
 	flag.BoolVar(&opts.SeedDefaultModel, "default-model", true, "put the project's tiny default model into the models directory when it holds no GGUF")
 	flag.BoolVar(&opts.ManageLinks, "manage-links", false, "configure the mesh bridge and ULA with netlink (the appliance sets it)")
+	flag.StringVar(&opts.VerifierLie, "verifier-lie", "", "TEST ONLY: as a committee member, report falsely (0, 1 or invert)")
 	policy := flag.String("route", "hr-tree", "gateway forwarding rule: hr-tree, or the benchmark baselines round-robin and least-loaded")
 	flag.Parse()
 	p, err := route.ParsePolicy(*policy)
