@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
+	"strings"
 )
 
 // ConfigVersion is the version of NodeConfig this build writes.
@@ -31,6 +33,17 @@ type NodeConfig struct {
 	// Bioregion overrides the community's for this box's accounts (a box
 	// at the edge of two watersheds); empty: the community's.
 	Bioregion string `json:"bioregion,omitempty"`
+	// ExternalEngines are OpenAI-compatible engines this box also offers
+	// to the mesh (llama-server, Ollama, vLLM on a GPU box next to it),
+	// reached by URL with health checks.
+	ExternalEngines []ExternalEngine `json:"externalEngines,omitempty"`
+}
+
+// ExternalEngine is an OpenAI-compatible engine reached by URL.
+type ExternalEngine struct {
+	Name   string `json:"name"`             // shown in routing decisions
+	URL    string `json:"url"`              // base URL, e.g. http://192.168.1.20:8080
+	APIKey string `json:"apiKey,omitempty"` // sent as a bearer token
 }
 
 // Location of a node.
@@ -70,7 +83,37 @@ func (c *NodeConfig) Validate() error {
 			return fmt.Errorf("%w: unknown role %q (serve, relay, verify, sense)", ErrConfig, r)
 		}
 	}
+	for i, e := range c.ExternalEngines {
+		if err := e.validate(); err != nil {
+			return fmt.Errorf("%w: external engine %d: %v", ErrConfig, i+1, err)
+		}
+	}
 	return nil
+}
+
+func (e ExternalEngine) validate() error {
+	u, err := url.Parse(e.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("url %q: want http://host:port or https://host:port", e.URL)
+	}
+	if e.Name != "" && !nameRe.MatchString(e.Name) {
+		return fmt.Errorf("name %q: use lower-case letters, digits and '-'", e.Name)
+	}
+	return nil
+}
+
+// ParseExternalEngine reads "name=url" or "url" (hyphad's -external flag).
+func ParseExternalEngine(s string) (ExternalEngine, error) {
+	var e ExternalEngine
+	if name, u, ok := strings.Cut(s, "="); ok {
+		e.Name, e.URL = name, u
+	} else {
+		e.URL = s
+	}
+	if err := e.validate(); err != nil {
+		return ExternalEngine{}, fmt.Errorf("external engine %q: %w", s, err)
+	}
+	return e, nil
 }
 
 // ParseNodeConfig decodes a stored config of any known version, migrates

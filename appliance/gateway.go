@@ -31,7 +31,8 @@ import (
 // A node with an engine runs the gateway even without the HTTP listener:
 // it is how peers reach that engine over the mesh.
 func (n *Node) startGateway(ctx context.Context) error {
-	if n.opts.GatewayListen == "" && (n.opts.EngineURL == "" || n.mesh == nil) {
+	external := len(n.Config().ExternalEngines)+len(n.opts.ExternalEngines) > 0
+	if n.opts.GatewayListen == "" && ((n.opts.EngineURL == "" && !external) || n.mesh == nil) {
 		return nil
 	}
 	cfg := gateway.Config{
@@ -49,6 +50,9 @@ func (n *Node) startGateway(ctx context.Context) error {
 			}
 			return out
 		}
+	}
+	for _, e := range append(n.Config().ExternalEngines, n.opts.ExternalEngines...) {
+		cfg.Externals = append(cfg.Externals, gateway.External{Name: e.Name, URL: e.URL, APIKey: e.APIKey})
 	}
 	g, err := gateway.New(cfg)
 	if err != nil {

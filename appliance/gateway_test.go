@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,5 +154,67 @@ func TestGatewayServesTheMeshAndPays(t *testing.T) {
 	code, body = post(req)
 	if code != http.StatusPaymentRequired || !bytes.Contains(body, []byte("credit limit")) {
 		t.Fatalf("request over the credit limit: %d %s, want 402 naming the credit limit", code, body)
+	}
+}
+
+// TestGatewayOffersAnExternalEngine: a box without its own engine, with an
+// OpenAI-compatible engine next to it configured by URL in node.json (as a
+// steward would for a GPU box running llama-server): its gateway serves
+// from it, and a bad URL is refused when the config is checked.
+func TestGatewayOffersAnExternalEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an engine")
+	}
+	engineURL := startEngine(t)
+	perm := t.TempDir()
+	id, _, err := LoadOrCreateIdentity(perm + "/hypha/identity.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultNodeConfig(id)
+	cfg.ExternalEngines = []ExternalEngine{{Name: "gpu-box", URL: engineURL}}
+	if err := SaveNodeConfig(perm+"/hypha/node.json", cfg); err != nil {
+		t.Fatal(err)
+	}
+	bad := cfg
+	bad.ExternalEngines = []ExternalEngine{{Name: "gpu-box", URL: "ftp://x"}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "external engine 1") {
+		t.Fatalf("a bad engine URL: %v", err)
+	}
+	if _, err := ParseExternalEngine("gpu=http://10.0.0.2:8080"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	gw := freePort(t)
+	n, err := New(Options{PermDir: perm, Listen: "127.0.0.1:0", GatewayListen: gw, Logger: slog.New(slog.DiscardHandler),
+		ProcDir: t.TempDir(), ProgramDirs: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := n.Addr(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body []byte
+	var servedBy string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		resp, err := http.Post("http://"+gw+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"tiny","messages":[{"role":"user","content":"Hi"}],"max_tokens":3,"temperature":0}`))
+		if err != nil {
+			continue
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, servedBy = resp.StatusCode, resp.Header.Get("X-Hypha-Node")
+		if code == http.StatusOK {
+			break
+		}
+	}
+	if code != http.StatusOK || servedBy != "gpu-box" {
+		t.Fatalf("through the external engine: %d by %q: %s", code, servedBy, body)
 	}
 }

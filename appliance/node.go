@@ -63,6 +63,8 @@ type Options struct {
 	// ModelsDir is the local engine's models directory, whose tokenizers
 	// let the gateway key requests by tokens (default PermDir/models).
 	ModelsDir string
+	// ExternalEngines are offered to the mesh besides those in node.json.
+	ExternalEngines []ExternalEngine
 	// RoutePolicy is the gateway's forwarding rule (default the HR-tree;
 	// the baselines exist for benchmarks).
 	RoutePolicy route.Policy

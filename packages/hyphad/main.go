@@ -30,6 +30,13 @@ func main() {
 	flag.BoolVar(&opts.SeedDefaultModel, "default-model", true, "put the project's tiny default model into the models directory when it holds no GGUF")
 	flag.BoolVar(&opts.ManageLinks, "manage-links", false, "configure the mesh bridge and ULA with netlink (the appliance sets it)")
 	flag.StringVar(&opts.VerifierLie, "verifier-lie", "", "TEST ONLY: as a committee member, report falsely (0, 1 or invert)")
+	flag.Func("external", "an OpenAI-compatible engine to offer to the mesh, name=http://host:port (repeatable; also node.json externalEngines)", func(s string) error {
+		e, err := appliance.ParseExternalEngine(s)
+		if err == nil {
+			opts.ExternalEngines = append(opts.ExternalEngines, e)
+		}
+		return err
+	})
 	policy := flag.String("route", "hr-tree", "gateway forwarding rule: hr-tree, or the benchmark baselines round-robin and least-loaded")
 	flag.Parse()
 	p, err := route.ParsePolicy(*policy)
