@@ -68,13 +68,38 @@ func (n *Node) startCloves(ctx context.Context) error {
 	if n.opts.EngineURL != "" {
 		opts = append(opts, clove.WithHandler(n.serveAnonymous))
 	}
-	node, err := clove.NewNode(n.mesh.Host(), id, &n.cloveDir, p, opts...)
+	node, err := clove.NewNode(n.mesh.Host(), id, liveCandidates{n}, p, opts...)
 	if err != nil {
 		return fmt.Errorf("clove: %w", err)
 	}
 	n.cloves = node
 	go n.fetchCandidates(ctx)
 	return nil
+}
+
+// liveCandidates is the clove membership of a node: the onion keys
+// fetched so far, of the members the mesh sees up right now. A relay that
+// died is left out of new paths as soon as its connection drops (a power
+// cut resets it at once), not DownAfter (30 s) later when the mesh
+// declares it down and the candidate sweep forgets its key.
+type liveCandidates struct{ n *Node }
+
+// Candidates implements clove.Membership.
+func (l liveCandidates) Candidates() []clove.Candidate {
+	up := map[peer.ID]bool{}
+	for _, m := range l.n.mesh.Members() {
+		if m.State == mesh.StateUp {
+			up[m.ID] = true
+		}
+	}
+	all := l.n.cloveDir.Candidates()
+	out := all[:0]
+	for _, c := range all {
+		if up[c.ID] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // fetchCandidates keeps the directory of onion keys in step with the

@@ -162,6 +162,9 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 		paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
 		if errors.Is(err, ErrNoPaths) && n.p.AllowOverlap {
 			paths, err = pickOverlapping(cands, n.h.ID(), dest, n.p.N, n.p.L)
+			if err == nil {
+				n.noteOverlap(relayCount(cands, n.h.ID(), dest))
+			}
 		}
 		if err != nil {
 			if try == 0 {
@@ -201,7 +204,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 			}
 		}
 		n.resends.Add(1)
-		n.log.Debug("resending over fresh paths", "unacked", len(unacked))
+		n.log.Info("anonymous request: resending over fresh paths", "silent_paths", len(unacked), "paths", len(at.paths))
 	}
 	return n.wait(ctx, res)
 }
@@ -352,4 +355,31 @@ func (n *Node) buildFor(path []Candidate, dest Candidate, c *Clove, deadline tim
 		return nil, nil, fmt.Errorf("clove request: %w", err)
 	}
 	return pkt, keys, nil
+}
+
+// overlapNoteEvery bounds how often a node says its paths share relays.
+const overlapNoteEvery = time.Minute
+
+// noteOverlap tells the steward, at most once per overlapNoteEvery, that
+// requests go over paths sharing relays (too few members for disjoint
+// ones), which lets one relay see more of a request.
+func (n *Node) noteOverlap(relays int) {
+	now := time.Now().UnixNano()
+	last := n.overlapNoted.Load()
+	if now-last < int64(overlapNoteEvery) || !n.overlapNoted.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Info("anonymous requests over paths that share relays", "relays", relays,
+		"disjoint_paths_need", n.p.N*n.p.L)
+}
+
+// relayCount is the number of candidates that may relay from self to dest.
+func relayCount(cands map[peer.ID]Candidate, self, dest peer.ID) int {
+	c := 0
+	for id := range cands {
+		if id != self && id != dest {
+			c++
+		}
+	}
+	return c
 }

@@ -63,16 +63,17 @@ func WithObserver(f func(Observation)) Option { return func(n *Node) { n.obs = f
 // node with a Handler also serves; any node can send requests with Request.
 // All methods are safe for concurrent use. Close is idempotent.
 type Node struct {
-	h        host.Host
-	id       *Identity
-	mem      Membership
-	p        Params
-	handler  Handler
-	log      *slog.Logger
-	obs      func(Observation)
-	pick     func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error)
-	resends  atomic.Int64
-	ackDelay time.Duration // tests only: hold acks back to force resends
+	h            host.Host
+	id           *Identity
+	mem          Membership
+	p            Params
+	handler      Handler
+	log          *slog.Logger
+	obs          func(Observation)
+	pick         func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error)
+	resends      atomic.Int64
+	overlapNoted atomic.Int64  // unix ns of the last noteOverlap line
+	ackDelay     time.Duration // tests only: hold acks back to force resends
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -1,0 +1,346 @@
+package systest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/univrs/hypha/internal/systest"
+	"github.com/univrs/hypha/provisioning"
+)
+
+// Clove test LAN: box 0 asks, box 1 serves (the only engine), the other
+// boxes only relay. With n=4 paths of L=2 relays and 8 relays, every
+// anonymous request's paths are disjoint and use every relay exactly
+// once, so killing any two relays cuts at most two paths and leaves at
+// least k=2: delivery must still succeed, provably, for every request in
+// flight.
+const (
+	cloveBoxes  = 10
+	cloveN      = 4
+	cloveK      = 2
+	cloveL      = 2
+	cloveAsker  = 0
+	cloveServer = 1
+)
+
+// cloveLAN is a running community of appliances.
+type cloveLAN struct {
+	nw    *systest.Net
+	boxes []*systest.Box
+}
+
+// startCloveLAN builds a test LAN of n·L+2 boxes (asker, server, exactly
+// enough relays for disjoint paths) with the clove parameters (n, k, L)
+// in the community manifest, starts every box and waits until every box
+// sees every other one up and the asker's gateway lists the model.
+func startCloveLAN(t *testing.T, ctx context.Context, n, k, L int) *cloveLAN {
+	t.Helper()
+	count := n*L + 2
+	nw := systest.NewNet(t, "hyc", count)
+	names := []string{"asker", "server"}
+	for i := 2; i < count; i++ {
+		names = append(names, fmt.Sprintf("relay%d", i-1))
+	}
+	boxes := nw.Boxes(t, names...)
+	nw.NewCommunity(t, boxes, func(m *provisioning.Manifest) { m.Clove.N, m.Clove.K, m.Clove.L = n, k, L })
+	boxes[cloveServer].WriteModel(t, "tiny", 7)
+	for _, b := range boxes {
+		nw.Start(t, b, systest.BoxOptions{Engine: b.Index == cloveServer})
+	}
+	l := &cloveLAN{nw: nw, boxes: boxes}
+	l.waitAllUp(t, ctx, 2*time.Minute)
+	nw.WaitModels(t, ctx, cloveAsker, time.Minute, "tiny")
+	return l
+}
+
+// clovePeer is the part of the LAN page's /api/mesh view the test reads.
+type clovePeer struct {
+	ID, Name, State string
+}
+
+func (l *cloveLAN) peers(ctx context.Context, i int) ([]clovePeer, error) {
+	var v struct {
+		Mesh struct {
+			Error string
+			Data  struct{ Peers []clovePeer }
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := l.nw.GetJSON(rctx, i, "http://127.0.0.1:80/api/mesh", &v); err != nil {
+		return nil, err
+	}
+	if v.Mesh.Error != "" {
+		return nil, fmt.Errorf("mesh view: %s", v.Mesh.Error)
+	}
+	return v.Mesh.Data.Peers, nil
+}
+
+// waitAllUp waits until every box's LAN page lists all other boxes as up
+// (the clove directory follows the membership), polling; it fails the
+// test after d.
+func (l *cloveLAN) waitAllUp(t *testing.T, ctx context.Context, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ok := true
+		for _, b := range l.boxes {
+			ps, err := l.peers(ctx, b.Index)
+			up := 0
+			for _, p := range ps {
+				if p.State == "up" {
+					up++
+				}
+			}
+			if err != nil || up < len(l.boxes)-1 {
+				ok, last = false, fmt.Sprintf("%s sees %d of %d up (%v)", b.Name, up, len(l.boxes)-1, err)
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("mesh never fully up within %v: %s", d, last)
+}
+
+// What the asker's clove node logs when it lets paths share relays and
+// when it sends a request again over fresh paths (mesh/clove).
+const (
+	cloveOverlapNote = "anonymous requests over paths that share relays"
+	cloveResendNote  = "anonymous request: resending over fresh paths"
+)
+
+// waitNotUp waits until box i's LAN page no longer lists b as up.
+func (l *cloveLAN) waitNotUp(t *testing.T, ctx context.Context, i int, b *systest.Box, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ps, err := l.peers(ctx, i)
+		if err == nil {
+			up := false
+			for _, p := range ps {
+				up = up || p.ID == b.ID && p.State == "up"
+			}
+			if !up {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s still lists the killed %s as up after %v", l.boxes[i].Name, b.Name, d)
+}
+
+// cloveResult is one chat completion through a gateway.
+type cloveResult struct {
+	code   int
+	body   []byte
+	err    error
+	start  time.Time
+	end    time.Time
+	tokens int
+}
+
+// ask posts a chat completion to box i's own gateway; anonymous adds
+// "anonymous": true to the body.
+func (l *cloveLAN) ask(ctx context.Context, i int, prompt string, maxTokens int, anonymous bool) cloveResult {
+	req := map[string]any{"model": "tiny", "messages": []map[string]string{{"role": "user", "content": prompt}},
+		"max_tokens": maxTokens, "temperature": 0}
+	if anonymous {
+		req["anonymous"] = true
+	}
+	b, _ := json.Marshal(req)
+	r := cloveResult{start: time.Now()}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://127.0.0.1:11434/v1/chat/completions", bytes.NewReader(b))
+	if err != nil {
+		r.err = err
+		return r
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := l.nw.Client(i).Do(hreq)
+	if err != nil {
+		r.err, r.end = err, time.Now()
+		return r
+	}
+	defer resp.Body.Close()
+	r.body, r.err = io.ReadAll(resp.Body)
+	r.code, r.end = resp.StatusCode, time.Now()
+	var cc struct {
+		Object string
+		Usage  struct {
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if r.err == nil && r.code == http.StatusOK {
+		if err := json.Unmarshal(r.body, &cc); err != nil || cc.Object != "chat.completion" {
+			r.err = fmt.Errorf("not a chat completion: %v: %s", err, r.body)
+		}
+		r.tokens = cc.Usage.CompletionTokens
+	}
+	return r
+}
+
+func (r cloveResult) ok() bool { return r.err == nil && r.code == http.StatusOK && r.tokens > 0 }
+
+func (r cloveResult) String() string {
+	return fmt.Sprintf("%d %v %d tokens in %v: %.200s", r.code, r.err, r.tokens, r.end.Sub(r.start).Round(time.Millisecond), r.body)
+}
+
+// flows is the serving box's ledger as its LAN page shows it.
+func (l *cloveLAN) flows(ctx context.Context, i int) ([]map[string]any, error) {
+	var v struct {
+		Ledger struct {
+			Error string
+			Data  struct{ Flows []map[string]any }
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := l.nw.GetJSON(rctx, i, "http://127.0.0.1:80/api/ledger", &v); err != nil {
+		return nil, err
+	}
+	if v.Ledger.Error != "" {
+		return nil, fmt.Errorf("ledger view: %s", v.Ledger.Error)
+	}
+	return v.Ledger.Data.Flows, nil
+}
+
+// cloveNamesAsker lists the serving box's ledger flows and log lines that
+// name the asker (by box name or peer ID). Membership lines of the mesh
+// subsystem are left out: every member knows every other member is up;
+// what must not appear is the asker in connection with a request.
+func cloveNamesAsker(asker *systest.Box, flows []map[string]any, logText string) []string {
+	var out []string
+	for _, f := range flows {
+		b, _ := json.Marshal(f)
+		if strings.Contains(string(b), asker.ID) || f["from"] == asker.Name || f["to"] == asker.Name {
+			out = append(out, "ledger flow "+string(b))
+		}
+	}
+	for _, line := range strings.Split(logText, "\n") {
+		if strings.Contains(line, "subsystem=mesh ") {
+			continue
+		}
+		if strings.Contains(line, asker.ID) || strings.Contains(line, "name="+asker.Name) {
+			out = append(out, "log: "+line)
+		}
+	}
+	return out
+}
+
+// TestCloveAnonymousChatSurvivesRelayKills: ten appliances, each in its
+// own network namespace. The asker's gateway sends chat completions
+// marked "anonymous": true as cloves over four disjoint onion paths of
+// two relays to the one box with an engine. Two relays are killed
+// (SIGKILL) while four long requests are in flight; each still gets its
+// answer over the surviving paths. Throughout, the serving box's ledger
+// and log never name the asker; a direct request afterwards does (it
+// pays the server), which shows the check can see the asker at all.
+func TestCloveAnonymousChatSurvivesRelayKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ten appliances in network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	l := startCloveLAN(t, ctx, cloveN, cloveK, cloveL)
+	t.Logf("ten boxes up and met in %v", time.Since(t0).Round(time.Millisecond))
+	asker, server := l.boxes[cloveAsker], l.boxes[cloveServer]
+	logMark := len(server.Hyphad.Log())
+	askerMark := len(asker.Hyphad.Log())
+
+	// One anonymous chat completion end to end.
+	first := l.ask(ctx, cloveAsker, "Hello", 8, true)
+	if !first.ok() {
+		t.Fatalf("anonymous chat completion through the asker's gateway: %v", first)
+	}
+	t.Logf("first anonymous request: %v", first)
+
+	// Four long requests at once; kill two relays while they are in flight.
+	const inFlight = 4
+	results := make([]cloveResult, inFlight)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = l.ask(ctx, cloveAsker, fmt.Sprintf("Tell me a long story, number %d", i), 40, true)
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	killed := []*systest.Box{l.boxes[2], l.boxes[5]}
+	for _, b := range killed {
+		b.Kill()
+	}
+	killedAt := time.Now()
+	wg.Wait()
+	for i, r := range results {
+		if !r.ok() {
+			t.Errorf("request %d in flight when two relays died: %v", i, r)
+			continue
+		}
+		t.Logf("request %d: %v", i, r)
+		if !r.end.After(killedAt) {
+			t.Errorf("request %d finished before the relays were killed: it proves nothing (make it longer)", i)
+		}
+	}
+
+	// The proof above needs disjoint paths: the asker says when it has to
+	// let paths share relays.
+	if strings.Contains(asker.Hyphad.Log()[askerMark:], cloveOverlapNote) {
+		t.Fatalf("the asker used overlapping paths before the kill, so killing two relays could cut more than n-k paths:\n%s", asker.Hyphad.Tail(30))
+	}
+
+	// New requests after a third relay died: five relays left, so paths
+	// share relays, but none goes through a dead one (the asker leaves out
+	// members whose connection dropped) and no resend is needed.
+	l.boxes[7].Kill()
+	for _, b := range []*systest.Box{l.boxes[2], l.boxes[5], l.boxes[7]} {
+		l.waitNotUp(t, ctx, cloveAsker, b, 30*time.Second)
+	}
+	askerMark = len(asker.Hyphad.Log())
+	for i := range 3 {
+		after := l.ask(ctx, cloveAsker, fmt.Sprintf("Are you still there? %d", i), 8, true)
+		if !after.ok() {
+			t.Fatalf("anonymous request %d after three relays died: %v", i, after)
+		}
+		t.Logf("after the kills: %v", after)
+	}
+	if log := asker.Hyphad.Log()[askerMark:]; strings.Contains(log, cloveResendNote) {
+		t.Errorf("requests after the kills needed a resend: a dead relay was chosen for a path:\n%s", log)
+	}
+
+	// The serving box never learned who asked.
+	flows, err := l.flows(ctx, cloveServer)
+	if err != nil {
+		t.Fatalf("server's ledger: %v", err)
+	}
+	if leaks := cloveNamesAsker(asker, flows, server.Hyphad.Log()[logMark:]); len(leaks) > 0 {
+		t.Fatalf("the serving box learned the asker of anonymous requests:\n%s", strings.Join(leaks, "\n"))
+	}
+
+	// A direct request pays the serving box: its ledger names the asker.
+	direct := l.ask(ctx, cloveAsker, "Hello", 4, false)
+	if !direct.ok() {
+		t.Fatalf("direct request: %v", direct)
+	}
+	var seen []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && len(seen) == 0; time.Sleep(500 * time.Millisecond) {
+		if flows, err = l.flows(ctx, cloveServer); err == nil {
+			seen = cloveNamesAsker(asker, flows, "")
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatalf("after a direct request the serving box's ledger still does not name the asker: %v %v", flows, err)
+	}
+}
