@@ -162,22 +162,24 @@ func (s *Server) promptIDs(lm *loadedModel, prompt *string, messages []oaMessage
 	return ids, err
 }
 
-// BestScorer is optionally implemented by a Cache that can report, in the
-// same forward pass as Score, the log-probability of the most likely token
-// at every position (best[i] = max_v log P(v | tokens[:i]), best[0] = 0).
-// /hypha/score needs it; Builtin's caches implement it.
+// BestScorer is optionally implemented by a Cache that can score the
+// positions from on of tokens in one pass: lp[i] = log P(tokens[i] |
+// tokens[:i]) and best[i] = max_v log P(v | tokens[:i]) for i >= from (0
+// before), reusing any cached prefix of tokens[:from]. /hypha/score needs
+// it; Builtin's caches implement it.
 type BestScorer interface {
-	ScoreBest(ctx context.Context, tokens []int32) (lp, best []float32, err error)
+	ScoreBestFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, err error)
 }
 
-func (b builtinCache) ScoreBest(ctx context.Context, tokens []int32) ([]float32, []float32, error) {
-	lp, best, err := b.c.ScoreBest(ctx, tokens)
+func (b builtinCache) ScoreBestFrom(ctx context.Context, tokens []int32, from int) ([]float32, []float32, error) {
+	lp, best, err := b.c.ScoreBestFrom(ctx, tokens, from)
 	return lp, best, requestErr(err)
 }
 
 // handleScore: POST /hypha/score {"model", "prompt" or "messages",
 // "response"} scores a response under the model, teacher-forced, in one
-// forward pass: the prompt is rendered and tokenized exactly as for
+// forward pass (the prompt's cached prefix reused, its positions without
+// the output projection): the prompt is rendered and tokenized exactly as for
 // generation (chat template, BOS), the response text is tokenized as plain
 // text (no BOS, no special tokens) and appended. The answer covers the
 // response tokens only: each one's log-probability, the log-probability of
@@ -244,7 +246,7 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 		s.ollamaError(w, err)
 		return
 	}
-	lp, best, err := bs.ScoreBest(r.Context(), all)
+	lp, best, err := bs.ScoreBestFrom(r.Context(), all, len(prompt))
 	turn()
 	if err != nil {
 		s.ollamaError(w, s.engineErr("score", err))

@@ -173,7 +173,7 @@ func (c *Cache) Eval(ctx context.Context, tokens []int32) (logits []float32, reu
 // tokens[:i]) for i >= 1; lp[0] is 0 (nothing precedes it). The evaluated
 // sequence stays cached for later Evals.
 func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
-	lp, _, err := c.score(ctx, tokens, false)
+	lp, _, err := c.score(ctx, tokens, 1, false)
 	return lp, err
 }
 
@@ -182,10 +182,23 @@ func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
 // tokens[:i]) for i >= 1 (best[0] = 0), so lp[i] == best[i] exactly when
 // tokens[i] was the greedy choice. Still one forward pass.
 func (c *Cache) ScoreBest(ctx context.Context, tokens []int32) (lp, best []float32, err error) {
-	return c.score(ctx, tokens, true)
+	return c.score(ctx, tokens, 1, true)
 }
 
-func (c *Cache) score(ctx context.Context, tokens []int32, withBest bool) (lp, best []float32, err error) {
+// ScoreBestFrom is ScoreBest for the positions from on only (lp[i] and
+// best[i] are 0 for i < from): the context tokens[:from] is evaluated
+// without the output projection, and a cached prefix of it is reused, so
+// scoring an answer after a prompt costs the prompt's prefill (less what
+// is cached) and one batched pass over the answer. from <= 1 scores every
+// position; from must not exceed len(tokens).
+func (c *Cache) ScoreBestFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, err error) {
+	if from > len(tokens) {
+		return nil, nil, fmt.Errorf("engine: score from position %d of %d tokens: %w", from, len(tokens), ErrInput)
+	}
+	return c.score(ctx, tokens, max(from, 1), true)
+}
+
+func (c *Cache) score(ctx context.Context, tokens []int32, from int, withBest bool) (lp, best []float32, err error) {
 	if err := c.checkTokens(tokens); err != nil {
 		return nil, nil, err
 	}
@@ -195,18 +208,25 @@ func (c *Cache) score(ctx context.Context, tokens []int32, withBest bool) (lp, b
 	defer c.m.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.clock++
-	seq := &cachedSeq{lastUse: c.clock}
-	c.seqs = append(c.seqs, seq)
+	// reuse at most tokens[:from-1]: the logits at from-1 are needed
+	seq, _ := c.acquireLocked(tokens[:from])
 	lp = make([]float32, len(tokens))
 	if withBest {
 		best = make([]float32, len(tokens))
 	}
 	V := c.m.cfg.Vocab
-	for start := 0; start < len(tokens); start += prefillBatch {
+	for len(seq.tokens) < len(tokens) {
 		if err := ctx.Err(); err != nil {
 			c.syncHashesLocked(seq)
 			return nil, nil, fmt.Errorf("engine: score: %w", err)
+		}
+		start := len(seq.tokens)
+		if start < from-1 {
+			// context whose logits nobody needs: no output projection
+			end := min(from-1, start+prefillBatch)
+			c.makeRoomLocked(seq, end-start)
+			c.m.forward(&c.s, &seq.kvSeq, tokens[start:end], false)
+			continue
 		}
 		end := min(len(tokens), start+prefillBatch)
 		c.makeRoomLocked(seq, end-start)

@@ -82,3 +82,45 @@ func TestScoreBestErrors(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// TestScoreBestFrom: scoring from a position gives ScoreBest's values there
+// (zeros before), whether the context is cold, partly cached, or cached
+// past the scored position.
+func TestScoreBestFrom(t *testing.T) {
+	m := tinyModel(t, "qwen2", gguf.TensorQ8_0)
+	ctx := context.Background()
+	toks := seqTokens(100, 5)
+	wantLP, wantBest, err := m.NewCache(0).ScoreBest(ctx, toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, c *Cache, from int) {
+		t.Helper()
+		lp, best, err := c.ScoreBestFrom(ctx, toks, from)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i := range toks {
+			wl, wb := wantLP[i], wantBest[i]
+			if i < from {
+				wl, wb = 0, 0
+			}
+			if math.Abs(float64(lp[i]-wl)) > 1e-4 || math.Abs(float64(best[i]-wb)) > 1e-4 {
+				t.Fatalf("%s: position %d: lp %v best %v, want %v %v", name, i, lp[i], best[i], wl, wb)
+			}
+		}
+	}
+	check("cold, from 0", m.NewCache(0), 0)
+	check("cold, from 70", m.NewCache(0), 70) // context longer than one batch
+	c := m.NewCache(0)
+	if _, _, err := c.Eval(ctx, toks[:40]); err != nil {
+		t.Fatal(err)
+	}
+	check("40 cached, from 60", c, 60)
+	check("all cached, from 60", c, 60)
+	check("all cached, from 10", c, 10)
+	check("from the last", c, len(toks))
+	if _, _, err := c.ScoreBestFrom(ctx, toks, len(toks)+1); !errors.Is(err, ErrInput) {
+		t.Errorf("from beyond the tokens: %v", err)
+	}
+}
