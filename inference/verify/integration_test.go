@@ -79,10 +79,14 @@ func modelDirs(t testing.TB) (ref, fake string) {
 }
 
 // startInferd runs an inference server over dir on 127.0.0.1.
-func startInferd(t testing.TB, dir string) string {
+func startInferd(t testing.TB, dir string) string { return startInferdCache(t, dir, 0) }
+
+// startInferdCache runs an inference server whose KV cache is bounded to
+// cacheBytes (0: the default).
+func startInferdCache(t testing.TB, dir string, cacheBytes int64) string {
 	t.Helper()
 	s, err := api.New(api.Config{ModelsDir: dir, Engine: api.Builtin{Threads: 2, Log: slog.New(slog.DiscardHandler)},
-		Log: slog.New(slog.DiscardHandler), Queue: 64})
+		Log: slog.New(slog.DiscardHandler), Queue: 64, CacheBytes: cacheBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
