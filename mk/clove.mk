@@ -11,3 +11,7 @@ fuzz-clove: ## fuzz every clove decoder for 15 s each
 	for f in FuzzDecodeClove FuzzPeel FuzzPeelDeliver FuzzParseRouting FuzzReadFrame FuzzOpenReply FuzzCandidate; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s ./mesh/clove || exit 1; \
 	done
+
+.PHONY: bench-clove-netns
+bench-clove-netns: ## anonymous vs direct chat latency through one gateway, real appliances in network namespaces (root)
+	$(GO) test -count=1 -timeout 60m -run '^TestCloveLatencyNetns$$' -v ./systest -args -clove.bench

@@ -57,12 +57,15 @@ func TestCloveLatencyNetns(t *testing.T) {
 					}
 				}
 				var direct, anon []time.Duration
+				failed := map[bool]int{}
 				for i := range *cloveReqs {
 					prompt := fmt.Sprintf("Question %d: how is the weather in the valley?", i)
 					for _, a := range []bool{i%2 == 0, i%2 != 0} { // alternate which goes first
 						r := l.ask(ctx, cloveAsker, prompt, mt, a)
 						if !r.ok() {
-							t.Fatalf("request %d (anonymous %v): %v", i, a, r)
+							t.Logf("request %d (anonymous %v) failed: %v", i, a, r)
+							failed[a]++
+							continue
 						}
 						if a {
 							anon = append(anon, r.end.Sub(r.start))
@@ -71,18 +74,22 @@ func TestCloveLatencyNetns(t *testing.T) {
 						}
 					}
 				}
+				if len(direct) < *cloveReqs/2 || len(anon) < *cloveReqs/2 {
+					t.Fatalf("too many failures: %d direct, %d anonymous of %d", failed[false], failed[true], *cloveReqs)
+				}
 				dm, dp := cloveQuantiles(direct)
 				am, ap := cloveQuantiles(anon)
-				line := fmt.Sprintf("| %d,%d,%d | %d | %d | %s | %s | %s | %s | %.2f | %.2f | %s |", n, k, L, n*L+2, mt,
-					cloveMS(dm), cloveMS(dp), cloveMS(am), cloveMS(ap), float64(am)/float64(dm), float64(ap)/float64(dp), cloveMS(am-dm))
+				line := fmt.Sprintf("| %d,%d,%d | %d | %d | %s | %s | %s | %s | %.2f | %.2f | %s | %d / %d |", n, k, L, n*L+2, mt,
+					cloveMS(dm), cloveMS(dp), cloveMS(am), cloveMS(ap), float64(am)/float64(dm), float64(ap)/float64(dp), cloveMS(am-dm),
+					failed[false], failed[true])
 				t.Log(line)
 				report = append(report, line)
 			}
 		})
 	}
 	t.Logf("%d requests of each kind per row, alternating; times from the asker's namespace, whole HTTP round trip\n"+
-		"| n,k,L | boxes | max_tokens | direct median | direct p90 | anonymous median | anonymous p90 | x median | x p90 | added (median) |\n"+
-		"|---|---|---|---|---|---|---|---|---|---|\n%s", *cloveReqs, strings.Join(report, "\n"))
+		"| n,k,L | boxes | max_tokens | direct median | direct p90 | anonymous median | anonymous p90 | x median | x p90 | added (median) | failed direct / anonymous |\n"+
+		"|---|---|---|---|---|---|---|---|---|---|---|\n%s", *cloveReqs, strings.Join(report, "\n"))
 }
 
 // cloveQuantiles returns the median and the 90th percentile (nearest rank).
@@ -96,4 +103,6 @@ func cloveQuantiles(d []time.Duration) (median, p90 time.Duration) {
 	return rank(0.5), rank(0.9)
 }
 
-func cloveMS(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+func cloveMS(d time.Duration) string {
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}

@@ -239,8 +239,36 @@ func (n *Node) handleStream(s network.Stream) {
 	}
 }
 
-// send opens a stream to `to` and writes one frame.
+// sendRetryDelay is how long send waits before its one retry.
+const sendRetryDelay = 250 * time.Millisecond
+
+// send writes one frame to `to`, and once more after sendRetryDelay if
+// that fails: a connection being replaced (the mesh closes links it
+// thinks dead and redials) loses the stream, not the peer. A frame that
+// did arrive the first time is dropped by the receiver (ErrReplay for a
+// packet; a reply session relays one ack and one reply). A dead peer
+// costs the delay and a refused dial more.
 func (n *Node) send(ctx context.Context, to peer.ID, f frame) error {
+	err := n.sendOnce(ctx, to, f)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	t := time.NewTimer(sendRetryDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return err
+	case <-t.C:
+	}
+	if err := n.sendOnce(ctx, to, f); err != nil {
+		return err
+	}
+	n.log.Debug("frame sent on the second try", "to", to, "first_err", err)
+	return nil
+}
+
+// sendOnce opens a stream to `to` and writes one frame.
+func (n *Node) sendOnce(ctx context.Context, to peer.ID, f frame) error {
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
 	s, err := n.h.NewStream(network.WithAllowLimitedConn(ctx, "clove"), to, ProtocolID)
