@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/univrs/hypha/inference/route"
 	"github.com/univrs/hypha/mesh"
 	"github.com/univrs/hypha/mesh/clove"
 )
@@ -193,6 +194,9 @@ func (n *Node) AskAnonymously(ctx context.Context, model string, body []byte) ([
 	for _, m := range n.mesh.Members() {
 		if m.State != mesh.StateUp || m.Announcement == nil {
 			continue
+		}
+		if n.verify != nil && !n.verify.book.Trusted(route.NodeID(m.ID.String())) {
+			continue // the verification committee caught it serving something else
 		}
 		for _, md := range m.Announcement.Models {
 			if md.Name == model && m.Announcement.Load < bestLoad {
