@@ -5,7 +5,7 @@
 .PHONY: bench-verify fuzz-verify
 
 bench-verify: ## verifications/min: one-pass /hypha/score vs PlanetServe's per-token requests, same server, model and answers, one run
-	GOEXPERIMENT=simd $(GO) test -count=1 -run '^$$' -bench 'VerifyVsPerToken' -benchtime 1x -timeout 60m ./inference/verify/ -args -verify.big
+	GOEXPERIMENT=simd $(GO) test -count=1 -run '^$$' -bench 'VerifyVsPerToken' -benchtime 3x -timeout 60m ./inference/verify/ -args -verify.big
 	$(GO) test -count=1 -run 'TestCreditHonestVsImpostor|TestCommitteeCatchesImpostor' -v ./inference/verify/ | grep -E 'credit|epoch|impostor:|^(---|ok|FAIL)'
 
 fuzz-verify: ## fuzz the report, batch and traffic-pattern decoders for 15 s each

@@ -180,8 +180,9 @@ func TestCommitteeCatchesImpostor(t *testing.T) {
 	}
 	ref, fake := modelDirs(t)
 	refURL := startInferd(t, ref)
-	send := httpSender{ids[nodeBase]: startInferd(t, ref), ids[nodeBase+1]: startInferd(t, fake)}
-	honest, impostor := ids[nodeBase], ids[nodeBase+1]
+	_, honest := testKey(t, nodeBase)
+	_, impostor := testKey(t, nodeBase+1)
+	send := httpSender{honest: startInferd(t, ref), impostor: startInferd(t, fake)}
 	p := Params{Challenges: 2}
 	vs := committee(t, 0, 1, 2)
 	var clock time.Time // read by the books' clocks; this goroutine alone sets it

@@ -25,8 +25,10 @@ type Score struct {
 	Perplexity      float64 // exp(-MeanLogprob)
 	// Credit is exp(MeanLogprob − MeanBestLogprob) in [0,1]: 1 when every
 	// token was the reference model's most likely token (an honest greedy
-	// answer), falling towards 0 the less the reference agrees.
+	// answer), falling towards 0 the less the reference agrees. Tokens that
+	// merely merge several greedy tokens (Merged of them) count as agreed.
 	Credit float64
+	Merged int
 }
 
 // CreditOf is exp(meanLogprob − meanBestLogprob) clamped to [0,1] (0 for
@@ -88,6 +90,8 @@ func (s Scorer) Score(ctx context.Context, model string, messages []Message, res
 		MeanLogprob     *float64 `json:"mean_logprob"`
 		MeanBestLogprob *float64 `json:"mean_best_logprob"`
 		Perplexity      float64  `json:"perplexity"`
+		Credit          *float64 `json:"credit"` // merge-aware, from inferd
+		Merged          int      `json:"merged_tokens"`
 		Error           string   `json:"error"`
 	}
 	if err := json.Unmarshal(b, &a); err != nil {
@@ -99,6 +103,15 @@ func (s Scorer) Score(ctx context.Context, model string, messages []Message, res
 	if a.MeanLogprob == nil || a.MeanBestLogprob == nil || len(a.Tokens) == 0 {
 		return Score{}, fmt.Errorf("score: %s answered without mean_logprob, mean_best_logprob or tokens: %w", req.URL, ErrScore)
 	}
+	credit := CreditOf(*a.MeanLogprob, *a.MeanBestLogprob)
+	if a.Credit != nil {
+		// The engine forgave re-tokenization merges (the answer came back as
+		// text: greedy "\n","\n" reads back as one "\n\n" token).
+		credit = min(1, max(0, *a.Credit))
+		if math.IsNaN(*a.Credit) {
+			credit = 0
+		}
+	}
 	return Score{Tokens: len(a.Tokens), MeanLogprob: *a.MeanLogprob, MeanBestLogprob: *a.MeanBestLogprob,
-		Perplexity: a.Perplexity, Credit: CreditOf(*a.MeanLogprob, *a.MeanBestLogprob)}, nil
+		Perplexity: a.Perplexity, Credit: credit, Merged: a.Merged}, nil
 }
