@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/univrs/hypha/inference/chat"
@@ -168,12 +169,14 @@ func (s *Server) promptIDs(lm *loadedModel, prompt *string, messages []oaMessage
 // before), reusing any cached prefix of tokens[:from]. /hypha/score needs
 // it; Builtin's caches implement it.
 type BestScorer interface {
-	ScoreBestFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, err error)
+	// ScoreGreedyFrom also returns the most likely token at each scored
+	// position (greedy[i]).
+	ScoreGreedyFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, greedy []int32, err error)
 }
 
-func (b builtinCache) ScoreBestFrom(ctx context.Context, tokens []int32, from int) ([]float32, []float32, error) {
-	lp, best, err := b.c.ScoreBestFrom(ctx, tokens, from)
-	return lp, best, requestErr(err)
+func (b builtinCache) ScoreGreedyFrom(ctx context.Context, tokens []int32, from int) ([]float32, []float32, []int32, error) {
+	lp, best, greedy, err := b.c.ScoreGreedyFrom(ctx, tokens, from)
+	return lp, best, greedy, requestErr(err)
 }
 
 // handleScore: POST /hypha/score {"model", "prompt" or "messages",
@@ -246,17 +249,29 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 		s.ollamaError(w, err)
 		return
 	}
-	lp, best, err := bs.ScoreBestFrom(r.Context(), all, len(prompt))
+	lp, best, greedy, err := bs.ScoreGreedyFrom(r.Context(), all, len(prompt))
 	turn()
 	if err != nil {
 		s.ollamaError(w, s.engineErr("score", err))
 		return
 	}
-	lp, best = lp[len(prompt):], best[len(prompt):]
-	var sumLP, sumBest float64
+	lp, best, greedy = lp[len(prompt):], best[len(prompt):], greedy[len(prompt):]
+	var sumLP, sumBest, sumGap float64
+	merged := 0
 	for i := range lp {
 		sumLP += float64(lp[i])
 		sumBest += float64(best[i])
+		if greedy[i] == resp[i] {
+			continue
+		}
+		// The text was re-tokenized: a generator that emitted "\n" four
+		// times reads back as one "\n\n\n\n" token. A token that starts
+		// with the greedy choice's text is such a merge, not a departure.
+		if g, t := tok.Piece(greedy[i], false), tok.Piece(resp[i], false); g != "" && len(g) < len(t) && strings.HasPrefix(t, g) {
+			merged++
+			continue
+		}
+		sumGap += float64(best[i] - lp[i])
 	}
 	n := float64(len(lp))
 	ppl := math.Exp(-sumLP / n)
@@ -268,5 +283,8 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 		"logprobs": lp, "best_logprobs": best,
 		"mean_logprob": sumLP / n, "mean_best_logprob": sumBest / n,
 		"perplexity": ppl,
+		// credit: exp(-mean gap to the greedy choice), merges forgiven; 1
+		// when the text is what this model would have said.
+		"credit": math.Exp(-sumGap / n), "merged_tokens": merged, "greedy": greedy,
 	})
 }

@@ -173,7 +173,7 @@ func (c *Cache) Eval(ctx context.Context, tokens []int32) (logits []float32, reu
 // tokens[:i]) for i >= 1; lp[0] is 0 (nothing precedes it). The evaluated
 // sequence stays cached for later Evals.
 func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
-	lp, _, err := c.score(ctx, tokens, 1, false)
+	lp, _, _, err := c.score(ctx, tokens, 1, false)
 	return lp, err
 }
 
@@ -182,7 +182,8 @@ func (c *Cache) Score(ctx context.Context, tokens []int32) ([]float32, error) {
 // tokens[:i]) for i >= 1 (best[0] = 0), so lp[i] == best[i] exactly when
 // tokens[i] was the greedy choice. Still one forward pass.
 func (c *Cache) ScoreBest(ctx context.Context, tokens []int32) (lp, best []float32, err error) {
-	return c.score(ctx, tokens, 1, true)
+	lp, best, _, err = c.score(ctx, tokens, 1, true)
+	return lp, best, err
 }
 
 // ScoreBestFrom is ScoreBest for the positions from on only (lp[i] and
@@ -192,18 +193,27 @@ func (c *Cache) ScoreBest(ctx context.Context, tokens []int32) (lp, best []float
 // is cached) and one batched pass over the answer. from <= 1 scores every
 // position; from must not exceed len(tokens).
 func (c *Cache) ScoreBestFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, err error) {
+	lp, best, _, err = c.ScoreGreedyFrom(ctx, tokens, from)
+	return lp, best, err
+}
+
+// ScoreGreedyFrom is ScoreBestFrom that also returns the most likely token
+// itself at every scored position (greedy[i] = argmax_v P(v | tokens[:i]),
+// -1 before from): a verifier can tell a token the model would not have
+// chosen from one that only merges several greedy tokens into one.
+func (c *Cache) ScoreGreedyFrom(ctx context.Context, tokens []int32, from int) (lp, best []float32, greedy []int32, err error) {
 	if from > len(tokens) {
-		return nil, nil, fmt.Errorf("engine: score from position %d of %d tokens: %w", from, len(tokens), ErrInput)
+		return nil, nil, nil, fmt.Errorf("engine: score from position %d of %d tokens: %w", from, len(tokens), ErrInput)
 	}
 	return c.score(ctx, tokens, max(from, 1), true)
 }
 
-func (c *Cache) score(ctx context.Context, tokens []int32, from int, withBest bool) (lp, best []float32, err error) {
+func (c *Cache) score(ctx context.Context, tokens []int32, from int, withBest bool) (lp, best []float32, greedy []int32, err error) {
 	if err := c.checkTokens(tokens); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := c.m.acquire(); err != nil {
-		return nil, nil, fmt.Errorf("engine: score: %w", err)
+		return nil, nil, nil, fmt.Errorf("engine: score: %w", err)
 	}
 	defer c.m.mu.RUnlock()
 	c.mu.Lock()
@@ -213,12 +223,16 @@ func (c *Cache) score(ctx context.Context, tokens []int32, from int, withBest bo
 	lp = make([]float32, len(tokens))
 	if withBest {
 		best = make([]float32, len(tokens))
+		greedy = make([]int32, len(tokens))
+		for i := range greedy {
+			greedy[i] = -1
+		}
 	}
 	V := c.m.cfg.Vocab
 	for len(seq.tokens) < len(tokens) {
 		if err := ctx.Err(); err != nil {
 			c.syncHashesLocked(seq)
-			return nil, nil, fmt.Errorf("engine: score: %w", err)
+			return nil, nil, nil, fmt.Errorf("engine: score: %w", err)
 		}
 		start := len(seq.tokens)
 		if start < from-1 {
@@ -232,36 +246,39 @@ func (c *Cache) score(ctx context.Context, tokens []int32, from int, withBest bo
 		c.makeRoomLocked(seq, end-start)
 		logits := c.m.forward(&c.s, &seq.kvSeq, tokens[start:end], true)
 		for t := start; t < end && t+1 < len(tokens); t++ {
-			l, b := logProbBest(logits[(t-start)*V:(t-start+1)*V], tokens[t+1])
+			l, b, g := logProbBest(logits[(t-start)*V:(t-start+1)*V], tokens[t+1])
 			lp[t+1] = l
 			if withBest {
-				best[t+1] = b
+				best[t+1], greedy[t+1] = b, g
 			}
 		}
 	}
 	c.syncHashesLocked(seq)
-	return lp, best, nil
+	return lp, best, greedy, nil
 }
 
 // logProb is log softmax(logits)[tok], computed in float64.
 func logProb(logits []float32, tok int32) float32 {
-	lp, _ := logProbBest(logits, tok)
+	lp, _, _ := logProbBest(logits, tok)
 	return lp
 }
 
-// logProbBest returns log softmax(logits)[tok] and max log softmax(logits)
-// (the log-probability of the most likely token), computed in float64.
-func logProbBest(logits []float32, tok int32) (lp, best float32) {
+// logProbBest returns log softmax(logits)[tok], max log softmax(logits)
+// (the log-probability of the most likely token) and that token (the
+// first of equals), computed in float64.
+func logProbBest(logits []float32, tok int32) (lp, best float32, arg int32) {
 	mx := math.Inf(-1)
-	for _, v := range logits {
-		mx = math.Max(mx, float64(v))
+	for i, v := range logits {
+		if float64(v) > mx {
+			mx, arg = float64(v), int32(i)
+		}
 	}
 	var sum float64
 	for _, v := range logits {
 		sum += math.Exp(float64(v) - mx)
 	}
 	lse := math.Log(sum)
-	return float32(float64(logits[tok]) - mx - lse), float32(-lse)
+	return float32(float64(logits[tok]) - mx - lse), float32(-lse), arg
 }
 
 // acquireLocked picks the sequence to extend for tokens: an existing one
