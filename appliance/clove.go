@@ -189,6 +189,31 @@ func (n *Node) AskAnonymously(ctx context.Context, model string, body []byte) ([
 	if n.cloves == nil {
 		return nil, "", errors.New("anonymous requests need the mesh")
 	}
+	best := n.anonymousServer(model)
+	// A member whose connection is being replaced is not up for a moment:
+	// wait a little for a serving member rather than fail the request.
+	for wait := time.NewTimer(serverWait); best == ""; best = n.anonymousServer(model) {
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, "", fmt.Errorf("%w: %q: %w", errNoServer, model, ctx.Err())
+		case <-wait.C:
+			return nil, "", fmt.Errorf("%w: %q", errNoServer, model)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.refreshCandidates(ctx) // members that came up since the last sweep
+	out, err := n.cloves.Request(ctx, best, body)
+	return out, best, err
+}
+
+// serverWait is how long an anonymous request waits for a member serving
+// its model to be up.
+const serverWait = 3 * time.Second
+
+// anonymousServer is the least loaded member that is up, trusted and
+// announces model, or "".
+func (n *Node) anonymousServer(model string) peer.ID {
 	var best peer.ID
 	bestLoad := 2.0
 	for _, m := range n.mesh.Members() {
@@ -204,10 +229,5 @@ func (n *Node) AskAnonymously(ctx context.Context, model string, body []byte) ([
 			}
 		}
 	}
-	if best == "" {
-		return nil, "", fmt.Errorf("%w: %q", errNoServer, model)
-	}
-	n.refreshCandidates(ctx) // members that came up since the last sweep
-	out, err := n.cloves.Request(ctx, best, body)
-	return out, best, err
+	return best
 }
