@@ -12,9 +12,16 @@ import (
 	"github.com/univrs/hypha/inference/route"
 )
 
-// MaxBookReports bounds the reports a Book holds; Add fails with
-// ErrBookFull beyond it until Prune makes room.
-const MaxBookReports = 1 << 20
+// Bounds of a Book: all reports, and the reports of any one verifier (so a
+// committee member flooding reports cannot crowd out the others'). Add fails
+// with ErrBookFull beyond them until Prune makes room.
+const (
+	MaxBookReports        = 1 << 20
+	MaxReportsPerVerifier = 1 << 16
+)
+
+// perVerifierCap is MaxReportsPerVerifier; tests lower it.
+var perVerifierCap = MaxReportsPerVerifier
 
 // Point is a node's standing after one scored epoch.
 type Point struct {
@@ -64,6 +71,7 @@ type Book struct {
 	verifiers map[string]bool
 	reports   map[key]*Report
 	byNode    map[string]map[int64][]*Report // node -> epoch -> reports
+	perV      map[string]int                 // verifier -> reports held
 	liars     map[string][2]*Report          // equivocating verifier -> the two conflicting reports
 	gen       uint64                         // bumped on every change
 	memo      map[string]memoEntry           // node -> last Reputation computation
@@ -77,7 +85,7 @@ type memoEntry struct{ rep float64 }
 // (peer ID strings) as the committee. Zero fields of p take their defaults.
 func NewBook(p Params, community string, verifiers []string) *Book {
 	b := &Book{p: p.withDefaults(), community: community, now: time.Now,
-		reports: map[key]*Report{}, byNode: map[string]map[int64][]*Report{},
+		reports: map[key]*Report{}, byNode: map[string]map[int64][]*Report{}, perV: map[string]int{},
 		liars: map[string][2]*Report{}, memo: map[string]memoEntry{}}
 	b.SetVerifiers(verifiers)
 	return b
@@ -148,6 +156,10 @@ func (b *Book) Add(r *Report) (added bool, err error) {
 	if len(b.reports) >= MaxBookReports {
 		return false, fmt.Errorf("add report: %d reports held: %w", len(b.reports), ErrBookFull)
 	}
+	if b.perV[r.Verifier] >= perVerifierCap {
+		return false, fmt.Errorf("add report: %d reports by %s held: %w", b.perV[r.Verifier], r.Verifier, ErrBookFull)
+	}
+	b.perV[r.Verifier]++
 	b.reports[k] = r
 	ep := b.byNode[r.Node]
 	if ep == nil {
@@ -177,6 +189,9 @@ func (b *Book) markLiarLocked(a, c *Report) {
 
 func (b *Book) removeLocked(r *Report) {
 	delete(b.reports, r.key())
+	if b.perV[r.Verifier]--; b.perV[r.Verifier] <= 0 {
+		delete(b.perV, r.Verifier)
+	}
 	ep := b.byNode[r.Node]
 	rs := slices.DeleteFunc(ep[r.Epoch], func(x *Report) bool { return x == r })
 	if len(rs) == 0 {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -398,4 +399,39 @@ func TestCheatingNodeFlagged(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestPerVerifierBound(t *testing.T) {
+	saved := perVerifierCap
+	perVerifierCap = 40
+	defer func() { perVerifierCap = saved }()
+	b := newTestBook(t, Params{}, committee(t, 0, 1))
+	b.SetNow(func() time.Time { return b.Params().EpochStart(1 << 20) })
+	k, _ := testKey(t, 0)
+	_, node := testKey(t, nodeBase)
+	r := Report{Version: ReportVersion, Community: community, Node: node, Model: "m", Credit: 1, Challenges: 1}
+	for e := range int64(perVerifierCap) {
+		r.Epoch = e
+		c := r
+		if err := c.Sign(k); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Add(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Epoch = 1 << 19
+	if err := r.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Add(&r); !errors.Is(err, ErrBookFull) {
+		t.Fatalf("report %d of one verifier: %v", perVerifierCap+1, err)
+	}
+	if added, err := b.Add(report(t, 1, nodeBase, 999, 1)); !added || err != nil {
+		t.Fatalf("another verifier's report: %v %v", added, err)
+	}
+	b.Prune(10)
+	if _, err := b.Add(&r); err != nil {
+		t.Fatalf("after Prune: %v", err)
+	}
 }

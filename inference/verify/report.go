@@ -221,12 +221,20 @@ func strictJSON(b []byte, v any) error {
 }
 
 // EncodeReports encodes a batch of reports for gossip or anti-entropy sync
-// (a JSON array). The caller keeps batches within MaxBatch reports.
+// (a JSON array). Nil reports and reports whose fields are out of range
+// (which no receiver would accept, and NaN has no JSON form) are left out.
+// The caller keeps batches within MaxBatch reports.
 func EncodeReports(rs []*Report) []byte {
-	if rs == nil {
-		rs = []*Report{}
+	ok := make([]*Report, 0, len(rs))
+	for _, r := range rs {
+		if r != nil && r.checkFields() == nil {
+			ok = append(ok, r)
+		}
 	}
-	b, _ := json.Marshal(rs) // plain fields: cannot fail (checked reports hold no NaN)
+	b, err := json.Marshal(ok)
+	if err != nil {
+		return []byte("[]") // unreachable: checked fields are all encodable
+	}
 	return b
 }
 

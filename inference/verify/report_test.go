@@ -3,6 +3,7 @@ package verify
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -170,4 +171,14 @@ func FuzzDecodeReports(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestEncodeReportsSkipsInvalid(t *testing.T) {
+	good := report(t, 0, nodeBase, 1, 0.5)
+	bad := *good
+	bad.Credit = math.NaN()
+	rs, err := DecodeReports(EncodeReports([]*Report{nil, &bad, good}))
+	if err != nil || len(rs) != 1 || !same(rs[0], good) {
+		t.Fatalf("%d reports, %v", len(rs), err)
+	}
 }

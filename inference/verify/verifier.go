@@ -45,6 +45,9 @@ type Verifier struct {
 // returns an error and no report (an unreachable node is a routing matter,
 // not a reputation one).
 func (v *Verifier) Verify(ctx context.Context, epoch int64, node, model string) (*Report, error) {
+	if v.Pool == nil || v.Scorer == nil || v.Send == nil || v.Key == nil {
+		return nil, fmt.Errorf("verify %s: Verifier needs Key, Pool, Scorer and Send", node)
+	}
 	n := v.Params.withDefaults().Challenges
 	var sumCredit, sumPPL float64
 	scored := 0
