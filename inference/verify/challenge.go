@@ -15,12 +15,13 @@ type Challenge struct {
 	Messages  []Message
 	MaxTokens int
 	Seed      int64 // sent when not 0
+	Stream    bool  // ask for a streamed (SSE) answer, like most chat front ends
 }
 
 // Body is the request body: {"model", "messages", "max_tokens",
-// "temperature": 0[, "seed"]}. Greedy decoding makes an honest node's
-// answer the reference model's argmax path, which is what Score.Credit
-// measures.
+// "temperature": 0[, "seed"][, "stream": true]}. Greedy decoding makes an
+// honest node's answer the reference model's argmax path, which is what
+// Score.Credit measures. AnswerText reads the answer, streamed or not.
 func (c Challenge) Body() []byte {
 	type body struct {
 		Model       string    `json:"model"`
@@ -28,12 +29,13 @@ func (c Challenge) Body() []byte {
 		MaxTokens   int       `json:"max_tokens"`
 		Temperature float64   `json:"temperature"`
 		Seed        int64     `json:"seed,omitempty"`
+		Stream      bool      `json:"stream,omitempty"`
 	}
 	msgs := c.Messages
 	if msgs == nil {
 		msgs = []Message{}
 	}
-	b, _ := json.Marshal(body{Model: c.Model, Messages: msgs, MaxTokens: c.MaxTokens, Seed: c.Seed})
+	b, _ := json.Marshal(body{Model: c.Model, Messages: msgs, MaxTokens: c.MaxTokens, Seed: c.Seed, Stream: c.Stream})
 	return b
 }
 
@@ -43,13 +45,15 @@ type Pattern struct {
 	System      bool // has a system (or developer) message
 	PromptChars int  // characters of all user messages
 	MaxTokens   int  // 0: the request set none
+	Stream      bool // asked for a streamed answer
 }
 
 // maxPatternBody bounds the bodies PatternOf reads.
 const maxPatternBody = 8 << 20
 
 // PatternOf reads the shape of an OpenAI chat/completions body (or an
-// Ollama /api/chat body: options.num_predict is its max_tokens). It
+// Ollama /api/chat body: options.num_predict is its max_tokens; Ollama
+// streams unless "stream": false, which PatternOf does not guess). It
 // reports false for anything else: not JSON, no messages, no user message,
 // content that is neither text nor text parts.
 func PatternOf(body []byte) (Pattern, bool) {
@@ -61,8 +65,9 @@ func PatternOf(body []byte) (Pattern, bool) {
 			Role    string          `json:"role"`
 			Content json.RawMessage `json:"content"`
 		} `json:"messages"`
-		MaxTokens           *int `json:"max_tokens"`
-		MaxCompletionTokens *int `json:"max_completion_tokens"`
+		MaxTokens           *int  `json:"max_tokens"`
+		MaxCompletionTokens *int  `json:"max_completion_tokens"`
+		Stream              *bool `json:"stream"`
 		Options             *struct {
 			NumPredict *int `json:"num_predict"`
 		} `json:"options"`
@@ -99,6 +104,7 @@ func PatternOf(body []byte) (Pattern, bool) {
 		p.MaxTokens = *req.Options.NumPredict
 	}
 	p.MaxTokens = max(p.MaxTokens, 0)
+	p.Stream = req.Stream != nil && *req.Stream
 	return p, true
 }
 
@@ -197,7 +203,7 @@ func (p *Pool) Next(model string) Challenge {
 		pt = Pattern{Turns: 1, System: p.rng.IntN(4) == 0, MaxTokens: 16 + 8*p.rng.IntN(5)}
 	}
 	turns := min(max(pt.Turns, 1), maxTurns)
-	c := Challenge{Model: model, MaxTokens: pt.MaxTokens}
+	c := Challenge{Model: model, MaxTokens: pt.MaxTokens, Stream: pt.Stream}
 	if c.MaxTokens == 0 {
 		c.MaxTokens = 32
 	}

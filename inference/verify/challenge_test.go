@@ -2,6 +2,7 @@ package verify
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +15,8 @@ func TestPatternOf(t *testing.T) {
 		want       Pattern
 		ok         bool
 	}{
-		{"openai", `{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"héllo"}],"max_tokens":100}`,
-			Pattern{Turns: 1, System: true, PromptChars: 5, MaxTokens: 100}, true},
+		{"openai", `{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"héllo"}],"max_tokens":100,"stream":true}`,
+			Pattern{Turns: 1, System: true, PromptChars: 5, MaxTokens: 100, Stream: true}, true},
 		{"multi-turn parts", `{"messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"text","text":"cd"}]},
 			{"role":"assistant","content":"x"},{"role":"user","content":"efg"}],"max_completion_tokens":7}`,
 			Pattern{Turns: 2, PromptChars: 7, MaxTokens: 7}, true},
@@ -55,7 +56,7 @@ func FuzzPatternOf(f *testing.F) {
 		pool := NewPool(nil, 1)
 		pool.Observe(p)
 		c := pool.Next("m")
-		if q, ok := PatternOf(c.Body()); !ok || q.Turns != min(p.Turns, maxTurns) || q.System != p.System {
+		if q, ok := PatternOf(c.Body()); !ok || q.Turns != min(p.Turns, maxTurns) || q.System != p.System || q.Stream != p.Stream {
 			t.Fatalf("challenge for %+v reads as %+v %v", p, q, ok)
 		}
 	})
@@ -162,4 +163,50 @@ func TestPoolRingAndConcurrency(t *testing.T) {
 	if n != maxPatterns {
 		t.Errorf("%d patterns kept, want %d", n, maxPatterns)
 	}
+}
+
+func TestAnswerText(t *testing.T) {
+	for _, c := range []struct {
+		name, body, want string
+		err              error
+	}{
+		{"openai", `{"choices":[{"index":0,"message":{"role":"assistant","content":"Water daily."}}]}`, "Water daily.", nil},
+		{"openai indented", "{\n  \"choices\": [\n {\"message\": {\"content\": \"Hi\"}}]\n}", "Hi", nil},
+		{"openai empty", `{"choices":[{"message":{"role":"assistant","content":""}}]}`, "", ErrNoAnswer},
+		{"openai null", `{"choices":[{"message":{"role":"assistant","content":null}}]}`, "", ErrNoAnswer},
+		{"ollama", `{"model":"m","message":{"role":"assistant","content":"Yes."},"done":true}`, "Yes.", nil},
+		{"sse", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Wa\"}}]}\n\n" +
+			"data: {\"choices\":[{\"delta\":{\"content\":\"ter.\"}}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n" +
+			"data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\ndata: [DONE]\n\n", "Water.", nil},
+		{"sse error", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"boom\"}}\n\n", "", ErrMalformed},
+		{"sse junk", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {nope\n\n", "", ErrMalformed},
+		{"sse empty", "data: [DONE]\n\n", "", ErrNoAnswer},
+		{"ollama stream", "{\"message\":{\"content\":\"Ye\"},\"done\":false}\n{\"message\":{\"content\":\"s.\"},\"done\":false}\n{\"message\":{\"content\":\"\"},\"done\":true}\n", "Yes.", nil},
+		{"ollama stream junk", "{\"message\":{\"content\":\"Ye\"}}\n{\"foo\":1}\n", "", ErrMalformed},
+		{"not json", `hello`, "", ErrMalformed},
+		{"other object", `{"foo":1}`, "", ErrMalformed},
+	} {
+		got, err := AnswerText([]byte(c.body))
+		if got != c.want || (c.err == nil) != (err == nil) || (c.err != nil && !errors.Is(err, c.err)) {
+			t.Errorf("%s: %q %v, want %q %v", c.name, got, err, c.want, c.err)
+		}
+	}
+}
+
+func FuzzAnswerText(f *testing.F) {
+	f.Add([]byte(`{"choices":[{"message":{"content":"Water daily."}}]}`))
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"Wa\"}}]}\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("{\"message\":{\"content\":\"Ye\"}}\n{\"message\":{\"content\":\"s\"}}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		text, err := AnswerText(b)
+		if err != nil {
+			if text != "" || !(errors.Is(err, ErrMalformed) || errors.Is(err, ErrNoAnswer)) {
+				t.Fatalf("%q with error %v", text, err)
+			}
+			return
+		}
+		if text == "" {
+			t.Fatal("empty text without ErrNoAnswer")
+		}
+	})
 }

@@ -141,6 +141,7 @@ func TestCreditHonestVsImpostor(t *testing.T) {
 	for i := range n {
 		ch := pool.Next(modelName)
 		ch.MaxTokens = 32
+		ch.Stream = i%2 == 1 // half of them streamed (SSE), as chat front ends ask
 		for _, node := range []string{"honest", "impostor"} {
 			body, err := send.Send(ctx, node, ch.Body())
 			if err != nil {
@@ -154,8 +155,8 @@ func TestCreditHonestVsImpostor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("challenge %d %-8s: %2d tokens, mean logprob %7.3f, best %7.3f, perplexity %10.1f, credit %.4f",
-				i, node, s.Tokens, s.MeanLogprob, s.MeanBestLogprob, s.Perplexity, s.Credit)
+			t.Logf("challenge %d %-8s (stream %-5v): %2d tokens, mean logprob %7.3f, best %7.3f, perplexity %10.1f, credit %.4f",
+				i, node, ch.Stream, s.Tokens, s.MeanLogprob, s.MeanBestLogprob, s.Perplexity, s.Credit)
 			sum[node] += s.Credit
 		}
 	}

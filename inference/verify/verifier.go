@@ -1,11 +1,13 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -96,34 +98,125 @@ func (v *Verifier) Verify(ctx context.Context, epoch int64, node, model string) 
 	return r, nil
 }
 
-// AnswerText extracts the answer text of a chat response body: OpenAI's
-// choices[0].message.content or Ollama's message.content. An answer with
-// no text is ErrNoAnswer; a body of neither shape is ErrMalformed.
+// AnswerText extracts the answer text of a chat response body, as a node
+// sends it (untrusted): an OpenAI chat completion (choices[0].message
+// .content), an OpenAI stream of Server-Sent Events (the
+// choices[0].delta.content of every "data:" event up to [DONE]), an Ollama
+// chat answer (message.content) or an Ollama stream (one JSON object per
+// line). An answer with no text is ErrNoAnswer; anything else is
+// ErrMalformed.
 func AnswerText(body []byte) (string, error) {
-	var a struct {
-		Choices []struct {
-			Message struct {
-				Content *string `json:"content"`
-			} `json:"message"`
-		} `json:"choices"`
+	trimmed := bytes.TrimSpace(body)
+	if bytes.HasPrefix(trimmed, []byte("data:")) {
+		return sseText(trimmed)
+	}
+	var a chatAnswer
+	if err := json.Unmarshal(trimmed, &a); err != nil {
+		if bytes.HasPrefix(trimmed, []byte("{")) && bytes.Contains(trimmed, []byte("\n")) {
+			return ndjsonText(trimmed)
+		}
+		return "", fmt.Errorf("answer: %.60q is not a chat response: %w", body, ErrMalformed)
+	}
+	text, ok := a.text()
+	if !ok {
+		return "", fmt.Errorf("answer: %.60q has neither choices nor message: %w", body, ErrMalformed)
+	}
+	if text == "" {
+		return "", fmt.Errorf("answer: %w", ErrNoAnswer)
+	}
+	return text, nil
+}
+
+// chatAnswer is any of the four answer shapes (one object or one event).
+type chatAnswer struct {
+	Choices []struct {
 		Message *struct {
 			Content *string `json:"content"`
 		} `json:"message"`
-	}
-	if err := json.Unmarshal(body, &a); err != nil {
-		return "", fmt.Errorf("answer: %.60q is not a chat response: %w", body, ErrMalformed)
-	}
+		Delta *struct {
+			Content *string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Message *struct {
+		Content *string `json:"content"`
+	} `json:"message"`
+	Error json.RawMessage `json:"error"`
+}
+
+// text is the answer's text and whether the object has an answer shape.
+func (a *chatAnswer) text() (string, bool) {
 	var c *string
 	switch {
-	case len(a.Choices) > 0:
+	case len(a.Choices) > 0 && a.Choices[0].Message != nil:
 		c = a.Choices[0].Message.Content
+	case len(a.Choices) > 0 && a.Choices[0].Delta != nil:
+		c = a.Choices[0].Delta.Content
+	case len(a.Choices) > 0:
+		return "", true // e.g. a final event with finish_reason only
 	case a.Message != nil:
 		c = a.Message.Content
 	default:
-		return "", fmt.Errorf("answer: %.60q has neither choices nor message: %w", body, ErrMalformed)
+		return "", false
 	}
-	if c == nil || *c == "" {
+	if c == nil {
+		return "", true
+	}
+	return *c, true
+}
+
+func sseText(body []byte) (string, error) {
+	var sb strings.Builder
+	for i, line := range bytes.Split(body, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			continue // blank separators, comments, event: lines
+		}
+		data = bytes.TrimSpace(data)
+		if string(data) == "[DONE]" {
+			break
+		}
+		var ev chatAnswer
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return "", fmt.Errorf("answer: event on line %d (%.60q) is not JSON: %w", i+1, data, ErrMalformed)
+		}
+		if len(ev.Error) > 0 {
+			return "", fmt.Errorf("answer: the stream ended with an error %.80s: %w", ev.Error, ErrMalformed)
+		}
+		if _, ok := ev.text(); !ok && len(ev.Choices) == 0 {
+			continue // usage-only events
+		}
+		t, _ := ev.text()
+		sb.WriteString(t)
+	}
+	if sb.Len() == 0 {
 		return "", fmt.Errorf("answer: %w", ErrNoAnswer)
 	}
-	return *c, nil
+	return sb.String(), nil
+}
+
+func ndjsonText(body []byte) (string, error) {
+	var sb strings.Builder
+	for i, line := range bytes.Split(body, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var ev chatAnswer
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return "", fmt.Errorf("answer: line %d (%.60q) is not JSON: %w", i+1, line, ErrMalformed)
+		}
+		if len(ev.Error) > 0 {
+			return "", fmt.Errorf("answer: the stream ended with an error %.80s: %w", ev.Error, ErrMalformed)
+		}
+		t, ok := ev.text()
+		if !ok {
+			return "", fmt.Errorf("answer: line %d (%.60q) is not a chat answer: %w", i+1, line, ErrMalformed)
+		}
+		sb.WriteString(t)
+	}
+	if sb.Len() == 0 {
+		return "", fmt.Errorf("answer: %w", ErrNoAnswer)
+	}
+	return sb.String(), nil
 }
