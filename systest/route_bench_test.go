@@ -33,9 +33,9 @@ func TestRouteBenchNetns(t *testing.T) {
 		t.Skip("benchmark: set HYPHA_BENCH=1 (make bench-route-netns)")
 	}
 	const (
-		model                        = "bench-llama"
+		model                              = "bench-llama"
 		nodes, systems, clients, maxTokens = 3, 5, 3, 4
-		kvBytes                      = 5 << 20 // 4 KiB per token: 1280 tokens per node, 3-4 conversations
+		kvBytes                            = 5 << 20 // 4 KiB per token: 1280 tokens per node, 3-4 conversations
 	)
 	convs := envInt("HYPHA_BENCH_CONVERSATIONS", 30)
 	entryAll := os.Getenv("HYPHA_BENCH_ENTRY") != "first"
@@ -109,7 +109,9 @@ func TestRouteBenchNetns(t *testing.T) {
 					}
 					return m.nw.Client(conv % nodes), gatewayURL
 				},
-				Failed: func(conv, turn int, err error) { t.Logf("%s: conversation %d turn %d: %v", policies[k], conv, turn, err) }})
+				Failed: func(conv, turn int, err error) {
+					t.Logf("%s: conversation %d turn %d: %v", policies[k], conv, turn, err)
+				}})
 			walls[k] += time.Since(start)
 			samples[k] = append(samples[k], s...)
 			errs[k] += e
