@@ -218,7 +218,8 @@ type outcome struct {
 
 // killServingBox: clients chat (half the requests streaming) through
 // the gateways of oak and ash while elm, which serves part of the
-// traffic, loses power (SIGKILL to its hyphad and inferd). No request
+// traffic, loses power (its switch port goes down and its hyphad and
+// inferd get SIGKILL, so the peers hear nothing more from it). No request
 // fails that could have been retried: every non-streaming request and
 // every stream that had not yet sent a byte succeeds (retried on another
 // box); streams already under way end in an error event, never silently,
@@ -295,6 +296,10 @@ func killServingBox(t *testing.T, ctx context.Context, nw *systest.Net, boxes []
 	if atKill == 0 {
 		t.Fatalf("elm never served a request of the workload (%d requests done)", done.Load())
 	}
+	// A power cut: the cable goes dead and the programs with it, so no
+	// FIN or RST reaches the peers; they notice by the mesh's liveness
+	// pings and by requests that get no answer.
+	nw.Cut(victim.Index)
 	victim.Kill()
 	killed.Store(true)
 	t.Logf("killed elm %v into the workload with %d requests in flight on it, %d requests done", time.Since(t0).Round(time.Millisecond), atKill, done.Load())
