@@ -137,6 +137,8 @@ type Gateway struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	forgetAfter time.Duration // peerForgetAfter; tests shorten it
 }
 
 // node is a serving backend.
@@ -151,7 +153,16 @@ type node struct {
 	models  []string // guarded by Gateway.mu
 	healthy bool     // guarded by Gateway.mu
 	lastErr string   // guarded by Gateway.mu
+	// missing is when a peer dropped out of the membership (zero: it is
+	// in); guarded by Gateway.mu. Its cache state is kept for
+	// peerForgetAfter, so a peer back after a brief absence (a redialled
+	// connection) is routed to by prefix at once.
+	missing time.Time
 }
+
+// peerForgetAfter is how long a peer may be out of the membership before
+// the gateway forgets it and its cache state.
+const peerForgetAfter = 30 * time.Second
 
 // New returns a gateway; call Run to keep its view of the mesh fresh.
 func New(cfg Config) (*Gateway, error) {
@@ -174,7 +185,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{}
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Log, router: cfg.Router, prompts: prompters{dir: cfg.ModelsDir},
-		nodes: map[route.NodeID]*node{}, closed: make(chan struct{})}
+		nodes: map[route.NodeID]*node{}, closed: make(chan struct{}), forgetAfter: peerForgetAfter}
 	if cfg.Local != "" {
 		g.nodes[cfg.LocalID] = &node{id: cfg.LocalID, kind: "local", url: strings.TrimRight(cfg.Local, "/"), reports: true}
 	}
@@ -258,7 +269,9 @@ func (g *Gateway) Poll(ctx context.Context) {
 	g.mu.Lock()
 	ns := make([]*node, 0, len(g.nodes))
 	for _, n := range g.nodes {
-		ns = append(ns, n)
+		if n.missing.IsZero() { // not a member now: not polled
+			ns = append(ns, n)
+		}
 	}
 	g.mu.Unlock()
 	var wg sync.WaitGroup
@@ -286,13 +299,25 @@ func (g *Gateway) syncPeers() {
 	for _, p := range g.cfg.Peers() {
 		want[route.NodeID(p.ID.String())] = p
 	}
+	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for id, n := range g.nodes {
-		if _, ok := want[id]; !ok && n.kind == "peer" {
+		if _, ok := want[id]; ok || n.kind != "peer" {
+			continue
+		}
+		if n.missing.IsZero() { // just left: no requests, but keep its cache state a while
+			n.missing, n.lastErr = now, "not a mesh member now"
+			if n.healthy {
+				n.healthy = false
+				g.log.Warn("gateway: peer left the mesh", "node", id)
+			}
+			g.router.Unhealthy(id)
+			continue
+		}
+		if now.Sub(n.missing) >= g.forgetAfter {
 			delete(g.nodes, id)
 			g.router.Tree.Forget(id)
-			g.router.Unhealthy(id)
 		}
 	}
 	for id, p := range want {
@@ -302,6 +327,7 @@ func (g *Gateway) syncPeers() {
 		if g.nodes[id] == nil {
 			g.nodes[id] = &node{id: id, kind: "peer", peer: p.ID, reports: true}
 		}
+		g.nodes[id].missing = time.Time{} // (back) in: healthy again after its next poll
 		g.nodes[id].queued = p.Queued
 	}
 }
