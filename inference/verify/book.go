@@ -51,7 +51,8 @@ type History struct {
 // same numbers whatever order the reports arrived in.
 //
 // The rules, per node: R starts at Initial. An epoch is scored when more
-// than half of the committee reported on the node for it (a quorum, so a
+// than half of the committee members other than the node itself reported
+// on the node for it (a member's reports on itself never count; a quorum, so a
 // minority of lying verifiers can neither score an epoch alone nor, when
 // the honest members agree, move its median); other epochs are skipped,
 // not counted as zero (an unreachable node is a routing matter). C(T) is
@@ -304,14 +305,20 @@ func (b *Book) historyLocked(node string, upTo int64) History {
 	slices.Sort(epochs)
 	var flags []bool // abnormal per scored epoch
 	credits := make([]float64, 0, len(b.verifiers))
+	// A committee member does not judge itself: the members who can report
+	// on node are the others.
+	eligible := len(b.verifiers)
+	if b.verifiers[node] {
+		eligible--
+	}
 	for _, e := range epochs {
 		credits = credits[:0]
 		for _, r := range ep[e] {
-			if b.verifiers[r.Verifier] {
+			if b.verifiers[r.Verifier] && r.Verifier != node {
 				credits = append(credits, r.Credit)
 			}
 		}
-		if 2*len(credits) <= len(b.verifiers) {
+		if 2*len(credits) <= eligible {
 			continue // no quorum: a minority of the committee alone cannot score an epoch
 		}
 		c := median(credits)

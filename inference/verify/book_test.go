@@ -435,3 +435,32 @@ func TestPerVerifierBound(t *testing.T) {
 		t.Fatalf("after Prune: %v", err)
 	}
 }
+
+// TestQuorumLeavesOutTheNodeItself: a committee member is judged by the
+// others only. With four members, two reports on a member are a quorum of
+// the three who can judge it, and the member's own glowing report on
+// itself is ignored.
+func TestQuorumLeavesOutTheNodeItself(t *testing.T) {
+	b := newTestBook(t, DefaultParams(), committee(t, 0, 1, 2, 3))
+	_, target := testKey(t, 0)
+	for _, v := range []int{1, 2} {
+		if _, err := b.Add(report(t, v, 0, 999, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Add(report(t, 0, 0, 999, 1)); err != nil { // self-praise
+		t.Fatal(err)
+	}
+	h := b.History(target, 999)
+	if len(h.Points) != 1 || h.Points[0].Verifiers != 2 || h.Points[0].Credit != 0 {
+		t.Fatalf("history %+v: want one scored epoch from the two others, credit 0", h)
+	}
+	// One report of the three who can judge is no quorum.
+	_, other := testKey(t, 5)
+	b2 := newTestBook(t, DefaultParams(), committee(t, 0, 1, 2, 3))
+	b2.Add(report(t, 1, 5, 999, 0))
+	b2.Add(report(t, 2, 5, 999, 0))
+	if h := b2.History(other, 999); len(h.Points) != 0 {
+		t.Fatalf("two of four members scored a non-member: %+v", h)
+	}
+}
