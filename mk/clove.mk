@@ -1,5 +1,7 @@
 # mesh/clove: anonymous requests as S-IDA cloves over onion paths.
-# No Debian packages needed: the tests run real libp2p hosts on 127.0.0.1.
+# mesh/clove's tests run real libp2p hosts on 127.0.0.1; the namespace test
+# (systest/clove_test.go) runs appliances in network namespaces: iproute2.
+DEBS += iproute2
 
 .PHONY: bench-clove fuzz-clove
 

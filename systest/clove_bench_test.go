@@ -14,7 +14,7 @@ import (
 var (
 	cloveBench = flag.Bool("clove.bench", false, "run TestCloveLatencyNetns (make bench-clove-netns)")
 	cloveReqs  = flag.Int("clove.requests", 30, "requests of each kind per setting in TestCloveLatencyNetns")
-	cloveNKL   = flag.String("clove.nkl", "4,2,2;4,3,3", "clove settings n,k,L to measure, separated by ';' (n·L+2 boxes each)")
+	cloveNKL   = flag.String("clove.nkl", "4,2,2;5,3,3", "clove settings n,k,L to measure, separated by ';' (n·L+2 boxes each)")
 	cloveToks  = flag.String("clove.tokens", "1,32", "max_tokens values to measure, comma separated")
 )
 
@@ -56,10 +56,11 @@ func TestCloveLatencyNetns(t *testing.T) {
 						}
 					}
 				}
-				var direct, anon []time.Duration
+				var direct, anon, added []time.Duration
 				failed := map[bool]int{}
 				for i := range *cloveReqs {
 					prompt := fmt.Sprintf("Question %d: how is the weather in the valley?", i)
+					pair := map[bool]time.Duration{}
 					for _, a := range []bool{i%2 == 0, i%2 != 0} { // alternate which goes first
 						r := l.ask(ctx, cloveAsker, prompt, mt, a)
 						if !r.ok() {
@@ -67,11 +68,15 @@ func TestCloveLatencyNetns(t *testing.T) {
 							failed[a]++
 							continue
 						}
+						pair[a] = r.end.Sub(r.start)
 						if a {
-							anon = append(anon, r.end.Sub(r.start))
+							anon = append(anon, pair[a])
 						} else {
-							direct = append(direct, r.end.Sub(r.start))
+							direct = append(direct, pair[a])
 						}
+					}
+					if len(pair) == 2 { // same prompt, same answer, back to back
+						added = append(added, pair[true]-pair[false])
 					}
 				}
 				if len(direct) < *cloveReqs/2 || len(anon) < *cloveReqs/2 {
@@ -79,21 +84,26 @@ func TestCloveLatencyNetns(t *testing.T) {
 				}
 				dm, dp := cloveQuantiles(direct)
 				am, ap := cloveQuantiles(anon)
+				pm, _ := cloveQuantiles(added)
 				line := fmt.Sprintf("| %d,%d,%d | %d | %d | %s | %s | %s | %s | %.2f | %.2f | %s | %d / %d |", n, k, L, n*L+2, mt,
-					cloveMS(dm), cloveMS(dp), cloveMS(am), cloveMS(ap), float64(am)/float64(dm), float64(ap)/float64(dp), cloveMS(am-dm),
+					cloveMS(dm), cloveMS(dp), cloveMS(am), cloveMS(ap), float64(am)/float64(dm), float64(ap)/float64(dp), cloveMS(pm),
 					failed[false], failed[true])
 				t.Log(line)
 				report = append(report, line)
 			}
 		})
 	}
-	t.Logf("%d requests of each kind per row, alternating; times from the asker's namespace, whole HTTP round trip\n"+
-		"| n,k,L | boxes | max_tokens | direct median | direct p90 | anonymous median | anonymous p90 | x median | x p90 | added (median) | failed direct / anonymous |\n"+
+	t.Logf("%d requests of each kind per row, alternating; times from the asker's namespace, whole HTTP round trip;\n"+
+		"added = median over pairs (same prompt back to back) of anonymous minus direct\n"+
+		"| n,k,L | boxes | max_tokens | direct median | direct p90 | anonymous median | anonymous p90 | x median | x p90 | added (median of pairs) | failed direct / anonymous |\n"+
 		"|---|---|---|---|---|---|---|---|---|---|---|\n%s", *cloveReqs, strings.Join(report, "\n"))
 }
 
 // cloveQuantiles returns the median and the 90th percentile (nearest rank).
 func cloveQuantiles(d []time.Duration) (median, p90 time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
 	s := slices.Clone(d)
 	slices.Sort(s)
 	rank := func(q float64) time.Duration {
