@@ -139,6 +139,55 @@ type Gateway struct {
 	closed    chan struct{}
 
 	forgetAfter time.Duration // peerForgetAfter; tests shorten it
+
+	servedMu sync.Mutex
+	served   map[string]int // tokens queued on the local engine by requester ("" = this gateway); guarded by servedMu
+}
+
+// LoadPath is answered by a gateway itself on ProtocolID (not forwarded
+// to its engine): the tokens queued on its engine by every requester but
+// the asking peer, as {"queued_tokens": N}. Peers poll it, so gateways on
+// different boxes see each other's requests.
+const LoadPath = "/hypha/load"
+
+// QueuedHeader carries, on a request to a peer, the tokens the sender
+// expects it to cost (prompt tokens not cached there plus the output
+// limit), for the peer's load answer.
+const QueuedHeader = "X-Hypha-Queued"
+
+// addServed counts q tokens queued on the local engine by from until the
+// returned function is called (idempotent).
+func (g *Gateway) addServed(from string, q int) func() {
+	g.servedMu.Lock()
+	if g.served == nil {
+		g.served = map[string]int{}
+	}
+	g.served[from] += q
+	g.servedMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.servedMu.Lock()
+			if g.served[from] -= q; g.served[from] <= 0 {
+				delete(g.served, from)
+			}
+			g.servedMu.Unlock()
+		})
+	}
+}
+
+// servedExcept is the tokens queued on the local engine by every
+// requester but from.
+func (g *Gateway) servedExcept(from string) int {
+	g.servedMu.Lock()
+	defer g.servedMu.Unlock()
+	total := 0
+	for k, q := range g.served {
+		if k != from {
+			total += q
+		}
+	}
+	return total
 }
 
 // node is a serving backend.
@@ -148,8 +197,13 @@ type node struct {
 	url     string  // local, external
 	peer    peer.ID // peer
 	apiKey  string
-	reports bool     // has /hypha/cache
-	queued  int      // reported queued tokens; guarded by Gateway.mu
+	reports bool // has /hypha/cache
+	queued  int  // queued tokens per Peer.Queued; guarded by Gateway.mu
+	// load is the peer's own answer to GET /hypha/load (tokens queued on
+	// its engine by everyone but this gateway), valid if loadOK; guarded
+	// by Gateway.mu. It takes precedence over queued.
+	load    int
+	loadOK  bool
 	models  []string // guarded by Gateway.mu
 	healthy bool     // guarded by Gateway.mu
 	lastErr string   // guarded by Gateway.mu
@@ -355,6 +409,15 @@ func (g *Gateway) pollNode(ctx context.Context, n *node) {
 	if err != nil || !n.reports {
 		return
 	}
+	if n.kind == "peer" {
+		load, err := g.fetchLoad(ctx, n)
+		g.mu.Lock()
+		n.load, n.loadOK = load, err == nil
+		g.mu.Unlock()
+		if err != nil {
+			g.log.Debug("gateway: load", "node", n.id, "err", err)
+		}
+	}
 	for _, m := range models {
 		if err := g.pullState(ctx, n, m); err != nil {
 			g.log.Debug("gateway: cache state", "node", n.id, "model", m, "err", err)
@@ -406,6 +469,22 @@ func (g *Gateway) fetchModels(ctx context.Context, n *node) ([]string, error) {
 	return out, nil
 }
 
+// fetchLoad asks a peer's gateway for the tokens queued on its engine by
+// others (LoadPath).
+func (g *Gateway) fetchLoad(ctx context.Context, n *node) (int, error) {
+	b, err := g.get(ctx, n, LoadPath, 4<<10)
+	if err != nil {
+		return 0, err
+	}
+	var doc struct {
+		Queued *int `json:"queued_tokens"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil || doc.Queued == nil || *doc.Queued < 0 {
+		return 0, fmt.Errorf("GET %s: answer %.100q is not a load: %w", LoadPath, b, ErrUpstream)
+	}
+	return *doc.Queued, nil
+}
+
 func (g *Gateway) pullState(ctx context.Context, n *node, model string) error {
 	for range 2 {
 		since := g.router.Tree.Version(n.id, model)
@@ -447,7 +526,14 @@ func (g *Gateway) candidates(model string) ([]route.Candidate, map[route.NodeID]
 		}
 		for _, m := range n.models {
 			if sameModel(m, model) {
-				out = append(out, route.Candidate{Node: id, Queued: n.queued})
+				q := n.queued
+				switch {
+				case n.kind == "local":
+					q = g.servedExcept("") // peers' requests on this engine, live
+				case n.loadOK:
+					q = n.load
+				}
+				out = append(out, route.Candidate{Node: id, Queued: q})
 				byID[id] = n
 				break
 			}
@@ -492,7 +578,7 @@ func (g *Gateway) sendPeer(ctx context.Context, id peer.ID, method, path string,
 		return nil, fmt.Errorf("%s %s on %s: open stream: %w", method, path, id, err)
 	}
 	h := reqHead{Method: method, Path: path, Header: http.Header{}}
-	for _, k := range []string{"Content-Type", "Accept"} {
+	for _, k := range []string{"Content-Type", "Accept", QueuedHeader} {
 		if v := header.Get(k); v != "" {
 			h.Header.Set(k, v)
 		}
@@ -796,7 +882,20 @@ var (
 func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, kind string, req *inferReq, n *node, d route.Decision,
 	body []byte, hashes []uint64, start time.Time) (done bool, err error) {
 	end := g.router.Begin(d, req.Max)
-	resp, err := g.send(r.Context(), n, http.MethodPost, r.URL.Path, r.Header, body)
+	q := max(0, d.Prompt-d.Cached) + req.Max
+	if req.Max <= 0 {
+		q += route.DefaultExpectedOutput
+	}
+	header := http.Header{QueuedHeader: {strconv.Itoa(q)}}
+	for _, k := range []string{"Content-Type", "Accept"} {
+		if v := r.Header.Get(k); v != "" {
+			header.Set(k, v)
+		}
+	}
+	if n.kind == "local" {
+		defer g.addServed("", q)()
+	}
+	resp, err := g.send(r.Context(), n, http.MethodPost, r.URL.Path, header, body)
 	if err != nil {
 		end(0, false)
 		if r.Context().Err() == nil {

@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/univrs/hypha/inference/route"
 )
 
 // requestReadTimeout bounds how long a peer may take to send its request.
@@ -33,6 +36,18 @@ func (g *Gateway) servePeer(s network.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
+	from := s.Conn().RemotePeer().String()
+	if h.Method == http.MethodGet && h.Path == LoadPath { // answered here, not by inferd
+		b, _ := json.Marshal(map[string]int{"queued_tokens": g.servedExcept(from)})
+		hb, _ := json.Marshal(respHead{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}}})
+		if writeFrame(s, frameHead, hb) == nil && writeFrame(s, frameData, b) == nil {
+			_ = writeFrame(s, frameEnd, nil)
+		}
+		return
+	}
+	if h.Method == http.MethodPost && h.Path != "/hypha/tokenize" && h.Path != "/api/show" {
+		defer g.addServed(from, queuedOf(h.Header.Get(QueuedHeader), len(body)))()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { // after the request only a reset can come: cancel then
@@ -95,4 +110,17 @@ func (g *Gateway) servePeer(s network.Stream) {
 			return
 		}
 	}
+}
+
+// maxQueuedClaim bounds what a peer may claim one request costs.
+const maxQueuedClaim = 1 << 20
+
+// queuedOf is the tokens a peer's request is expected to cost: its
+// QueuedHeader claim, bounded, or without one a guess from the body
+// size (about 4 bytes a token) plus the default output.
+func queuedOf(claim string, bodyBytes int) int {
+	if q, err := strconv.Atoi(claim); err == nil && q >= 0 {
+		return min(q, maxQueuedClaim)
+	}
+	return bodyBytes/4 + route.DefaultExpectedOutput
 }

@@ -88,7 +88,7 @@ func allowedPath(method, path string) bool {
 	switch method {
 	case http.MethodGet:
 		switch p {
-		case "/v1/models", "/api/tags", "/hypha/cache", "/hypha/models", "/api/version":
+		case "/v1/models", "/api/tags", "/hypha/cache", "/hypha/models", "/api/version", LoadPath:
 			return true
 		}
 	case http.MethodPost:
