@@ -9,6 +9,6 @@ bench-verify: ## verifications/min: one-pass /hypha/score vs PlanetServe's per-t
 	$(GO) test -count=1 -run 'TestCreditHonestVsImpostor|TestCommitteeCatchesImpostor' -v ./inference/verify/ | grep -E 'credit|epoch|impostor:|^(---|ok|FAIL)'
 
 fuzz-verify: ## fuzz the report, batch and traffic-pattern decoders for 15 s each
-	for f in FuzzDecodeReport FuzzDecodeReports FuzzPatternOf FuzzAnswerText; do \
+	for f in FuzzDecodeReport FuzzDecodeReports FuzzReadReports FuzzPatternOf FuzzAnswerText; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s ./inference/verify || exit 1; \
 	done
