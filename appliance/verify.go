@@ -107,16 +107,14 @@ func (s cloveSender) Send(ctx context.Context, node string, body []byte) ([]byte
 // moment in the first half of it (so nodes cannot expect the challenges
 // at the epoch's start), and publishes the signed reports.
 func (n *Node) verifyLoop(ctx context.Context) {
-	v := n.verify
-	p := v.book.Params()
+	p := n.verify.book.Params()
+	last := int64(-1)
 	for {
-		now := time.Now()
-		e := p.EpochOf(now)
+		// Once per epoch: a second, different report for the same node
+		// and epoch would be equivocation, and the committee would ignore
+		// this verifier from then on.
+		e := max(p.EpochOf(time.Now()), last+1)
 		at := p.EpochStart(e).Add(time.Duration(rand.Int64N(int64(p.Epoch / 2))))
-		if at.Before(now) {
-			e++
-			at = p.EpochStart(e).Add(time.Duration(rand.Int64N(int64(p.Epoch / 2))))
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -125,6 +123,7 @@ func (n *Node) verifyLoop(ctx context.Context) {
 		ectx, cancel := context.WithDeadline(ctx, p.EpochStart(e+1))
 		n.verifyEpoch(ectx, e)
 		cancel()
+		last = e
 	}
 }
 
@@ -133,9 +132,15 @@ func (n *Node) verifyLoop(ctx context.Context) {
 func (n *Node) verifyEpoch(ctx context.Context, e int64) {
 	v := n.verify
 	local, _, _ := n.engine.get()
+	done := map[string]bool{} // nodes this verifier already reported on for e (before a reboot)
+	for _, r := range v.book.Since(e) {
+		if r.Epoch == e && r.Verifier == n.id.ID() {
+			done[r.Node] = true
+		}
+	}
 	var wg sync.WaitGroup
 	for _, m := range n.mesh.Members() {
-		if m.State != mesh.StateUp || m.Announcement == nil {
+		if m.State != mesh.StateUp || m.Announcement == nil || done[m.ID.String()] {
 			continue
 		}
 		for _, md := range m.Announcement.Models {
