@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -208,7 +209,7 @@ func (v *verification) serve(s network.Stream) {
 		s.Reset()
 		return
 	}
-	s.Write(verify.EncodeReports(v.book.Since(int64(binary.BigEndian.Uint64(b[:])))))
+	verify.WriteReports(s, v.book.Since(int64(binary.BigEndian.Uint64(b[:]))))
 }
 
 // pullReports asks every up member for its reports of the recent epochs,
@@ -254,39 +255,37 @@ func (n *Node) pullFrom(ctx context.Context, id peer.ID, since int64) error {
 		return err
 	}
 	s.CloseWrite()
-	body, err := io.ReadAll(io.LimitReader(s, 4<<20+1))
-	if err != nil {
-		return err
-	}
-	rs, err := verify.DecodeReports(body)
-	if err != nil {
-		return fmt.Errorf("reports from %s: %w", id, err)
-	}
+	// What arrived whole counts even if the stream broke off.
+	rs, rerr := verify.ReadReports(s, 64<<20)
 	for _, r := range rs {
 		if _, err := n.verify.book.Add(r); err != nil {
 			n.log.Debug("verify: report refused", "from", id, "err", err)
 		}
+	}
+	if rerr != nil {
+		return fmt.Errorf("reports from %s: %w", id, rerr)
 	}
 	return nil
 }
 
 // load reads the reports saved before a reboot; each is checked again.
 func (v *verification) load() error {
-	b, err := os.ReadFile(v.path)
+	f, err := os.Open(v.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	rs, err := verify.DecodeReports(b)
-	if err != nil {
-		return fmt.Errorf("%s: %w", v.path, err)
-	}
+	defer f.Close()
+	rs, err := verify.ReadReports(f, 0)
 	for _, r := range rs {
 		v.book.Add(r) // stale or foreign reports are refused; the rest count
 	}
 	v.lastSave = len(rs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", v.path, err)
+	}
 	return nil
 }
 
@@ -299,7 +298,9 @@ func (v *verification) save(n *Node) {
 	if len(rs) == v.lastSave {
 		return
 	}
-	if err := WriteFileAtomic(v.path, verify.EncodeReports(rs), 0o644); err != nil {
+	var buf bytes.Buffer
+	verify.WriteReports(&buf, rs)
+	if err := WriteFileAtomic(v.path, buf.Bytes(), 0o644); err != nil {
 		n.log.Warn("verify: save reports", "err", err)
 		return
 	}
