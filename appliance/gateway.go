@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -190,18 +191,60 @@ func (n *Node) onUsage(u gateway.Usage) {
 	if u.Kind != "peer" || n.ledger == nil || n.mesh == nil {
 		return
 	}
-	go n.payFor(u)
+	n.payOnce.Do(func() {
+		n.payQueue = make(chan gateway.Usage, payQueueLen)
+		go n.payLoop()
+	})
+	select {
+	case n.payQueue <- u:
+	default:
+		n.log.Warn("pay for inference: queue full, payment dropped", "peer", u.Node, "tokens", u.PromptTokens+u.OutputTokens)
+		n.alert(lanpage.SeverityWarning, "ledger", fmt.Sprintf("%d payments for inference are waiting; one for %s was dropped", payQueueLen, n.nodeName(string(u.Node))))
+	}
 }
 
+// payQueueLen bounds the payments waiting to be settled.
+const payQueueLen = 1024
+
+// payLoop settles served requests one at a time: a chain has at most one
+// outstanding proposal, so concurrent payments would lock each other out.
+// A payment refused because a chain is locked (this one, or the payee's,
+// busy countersigning with someone else) is tried again for up to
+// payRetryFor (an abandoned proposal expires within it).
+func (n *Node) payLoop() {
+	for u := range n.payQueue {
+		deadline := time.Now().Add(payRetryFor)
+		for wait := time.Second; ; wait = min(2*wait, 20*time.Second) {
+			err := n.payFor(u)
+			if err == nil {
+				break
+			}
+			retry := errors.Is(err, ledger.ErrChainLocked) || strings.Contains(err.Error(), ledger.ErrChainLocked.Error()) ||
+				errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "stream reset")
+			if !retry || time.Now().Add(wait).After(deadline) {
+				n.log.Warn("pay for inference", "peer", u.Node, "err", err)
+				n.alert(lanpage.SeverityWarning, "ledger", "payment for inference served by "+n.nodeName(string(u.Node))+" failed: "+err.Error())
+				break
+			}
+			n.log.Info("pay for inference: retrying", "peer", u.Node, "in", wait, "err", err)
+			time.Sleep(wait)
+		}
+	}
+}
+
+// payRetryFor is how long a payment refused by a locked chain is retried:
+// longer than a proposal's expiry.
+const payRetryFor = 4 * time.Minute
+
 // payFor settles one served request with the peer that served it.
-func (n *Node) payFor(u gateway.Usage) {
+func (n *Node) payFor(u gateway.Usage) error {
 	pid, err := peer.Decode(string(u.Node))
 	if err != nil {
-		return
+		return err
 	}
 	pk, err := pid.ExtractPublicKey()
 	if err != nil || pk.Type() != crypto.Ed25519 {
-		return
+		return fmt.Errorf("peer %s has no ed25519 key", pid)
 	}
 	raw, _ := pk.Raw()
 	var payee ledger.MemberID
@@ -215,14 +258,11 @@ func (n *Node) payFor(u gateway.Usage) {
 	defer cancel()
 	s, err := n.mesh.NewStream(ctx, pid, protocol.ID(ledger.CountersignProtocolID))
 	if err != nil {
-		n.log.Warn("pay for inference", "peer", pid, "err", err)
-		return
+		return err
 	}
 	defer s.Close()
-	if _, err := n.ledger.Pay(ctx, s, terms); err != nil {
-		n.log.Warn("pay for inference", "peer", pid, "err", err)
-		n.alert(lanpage.SeverityWarning, "ledger", "payment for inference served by "+n.nodeName(pid.String())+" failed: "+err.Error())
-	}
+	_, err = n.ledger.Pay(ctx, s, terms)
+	return err
 }
 
 // ledgerObservations are the sensor readings attached to a credit flow.

@@ -107,6 +107,8 @@ type Node struct {
 	cloves      *clove.Node      // nil: not running
 	gateway     *gateway.Gateway // nil: not running
 	verify      *verification    // nil: not running
+	payOnce     sync.Once
+	payQueue    chan gateway.Usage // served requests to pay for, one at a time
 	recentMu    sync.Mutex
 	recent      []lanpage.RouteDecision // guarded by recentMu
 	cloveDir    clove.Directory         // onion keys of the members
