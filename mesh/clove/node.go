@@ -261,10 +261,30 @@ func (n *Node) send(ctx context.Context, to peer.ID, f frame) error {
 	case <-t.C:
 	}
 	if err := n.sendOnce(ctx, to, f); err != nil {
+		if ctx.Err() == nil {
+			// A neighbour this node was asked to reach is gone. Only its
+			// id at Info (a path's hops know each other anyway): a dial
+			// error lists every address of the peer, including circuit
+			// addresses through other members.
+			n.log.Info("clove frame not delivered", "to", to, "kind", frameKindName(f.kind))
+			n.log.Debug("clove frame not delivered", "to", to, "err", err)
+		}
 		return err
 	}
 	n.log.Debug("frame sent on the second try", "to", to, "first_err", err)
 	return nil
+}
+
+func frameKindName(k byte) string {
+	switch k {
+	case frameForward:
+		return "forward"
+	case frameReply:
+		return "reply"
+	case frameAck:
+		return "ack"
+	}
+	return fmt.Sprintf("kind %d", k)
 }
 
 // sendOnce opens a stream to `to` and writes one frame.
