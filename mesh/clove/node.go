@@ -72,8 +72,9 @@ type Node struct {
 	obs          func(Observation)
 	pick         func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error)
 	resends      atomic.Int64
-	overlapNoted atomic.Int64  // unix ns of the last noteOverlap line
-	ackDelay     time.Duration // tests only: hold acks back to force resends
+	overlapNoted atomic.Int64           // unix ns of the last noteOverlap line
+	ackDelay     time.Duration          // tests only: hold acks back to force resends
+	sendFault    func(to peer.ID) error // tests only: fail a send before it opens a stream
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -289,6 +290,11 @@ func frameKindName(k byte) string {
 
 // sendOnce opens a stream to `to` and writes one frame.
 func (n *Node) sendOnce(ctx context.Context, to peer.ID, f frame) error {
+	if n.sendFault != nil {
+		if err := n.sendFault(to); err != nil {
+			return fmt.Errorf("clove send to %s: %w", to, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
 	s, err := n.h.NewStream(network.WithAllowLimitedConn(ctx, "clove"), to, ProtocolID)

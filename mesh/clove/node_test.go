@@ -659,3 +659,58 @@ func TestSharedEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestSendRetriesOnce: the mesh replaces connections it thinks dead, so a
+// frame send can fail once to a live neighbour. The first relays of two
+// paths (of four, K=3, no resends) fail their first forward: without the
+// one retry only two paths would deliver. With the fault every time, the
+// request cannot be answered.
+func TestSendRetriesOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		failures int // per faulty relay
+		answered bool
+	}{{"first send fails", 1, true}, {"every send fails", 1 << 30, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testParams()
+			p.Retries = -1
+			c := newCluster(t, 10, p, echo)
+			paths := c.paths([][]int{{2, 3}, {4, 5}, {6, 7}, {8, 9}})
+			c.nodes[asker].pick = func(map[peer.ID]Candidate, peer.ID, peer.ID, int, int) ([][]Candidate, error) {
+				return paths, nil
+			}
+			var mu sync.Mutex
+			tries := map[int]int{}
+			for _, r := range []int{2, 4} {
+				c.nodes[r].sendFault = func(to peer.ID) error {
+					mu.Lock()
+					defer mu.Unlock()
+					if to != c.hosts[r+1].ID() { // only forwards to the next relay
+						return nil
+					}
+					tries[r]++
+					if tries[r] <= tc.failures {
+						return errors.New("connection replaced (test fault)")
+					}
+					return nil
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			defer cancel()
+			got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("retry"))
+			if tc.answered && (err != nil || string(got) != "answer to: retry") {
+				t.Fatalf("got %q, %v; want the answer", got, err)
+			}
+			if !tc.answered && err == nil {
+				t.Fatalf("answered %q with two of four paths broken and K=3", got)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range []int{2, 4} {
+				if tries[r] != 2 {
+					t.Errorf("node%d tried its forward %d times, want 2", r, tries[r])
+				}
+			}
+		})
+	}
+}
