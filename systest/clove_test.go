@@ -119,7 +119,7 @@ func (l *cloveLAN) waitAllUp(t *testing.T, ctx context.Context, d time.Duration)
 // frame to is unreachable (mesh/clove).
 const (
 	cloveOverlapNote = "anonymous requests over paths that share relays"
-	cloveResendNote  = "anonymous request: resending over fresh paths"
+	cloveResendNote  = "resending over fresh paths"
 	cloveUndelivered = "clove frame not delivered"
 )
 

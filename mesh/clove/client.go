@@ -91,7 +91,9 @@ type attempt struct {
 	mu      sync.Mutex
 	acks    int    // guarded by mu
 	ackedBy []bool // per path; guarded by mu
-	sendErr int    // guarded by mu
+	replied []bool // per path: its reply clove came; guarded by mu
+	started time.Time
+	sendErr int // guarded by mu
 	ackOnce sync.Once
 	failOne sync.Once
 }
@@ -124,6 +126,7 @@ func (pp *pendingPath) receive(kind byte, body []byte) {
 	}
 	a.mu.Lock()
 	a.ackLocked(pp.path) // a reply is an ack too
+	a.replied[pp.path] = true
 	a.mu.Unlock()
 	a.res.add(c)
 }
@@ -158,14 +161,9 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 	defer func() { cancel(); wg.Wait() }() // senders still dialling give up
 	res := newResult(newMessageID(), n.p.K)
 	retries := max(n.p.Retries, 0)
+	var ats []*attempt
 	for try := 0; ; try++ {
-		paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
-		if errors.Is(err, ErrNoPaths) && n.p.AllowOverlap {
-			paths, err = pickOverlapping(cands, n.h.ID(), dest, n.p.N, n.p.L)
-			if err == nil {
-				n.noteOverlap(relayCount(cands, n.h.ID(), dest))
-			}
-		}
+		paths, err := n.choose(cands, dest)
 		if err != nil {
 			if try == 0 {
 				return nil, fmt.Errorf("clove request to %s: %w", dest, err)
@@ -177,6 +175,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 			return nil, err
 		}
 		defer cleanup()
+		ats = append(ats, at)
 		if try >= retries {
 			break
 		}
@@ -190,7 +189,7 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 			return nil, fmt.Errorf("clove request to %s: %w", dest, ctx.Err())
 		case <-at.acked:
 			timer.Stop()
-			return n.wait(ctx, res)
+			return n.waitWatching(ctx, &wg, res, dc, req, ats)
 		case <-at.failed:
 		case <-timer.C:
 		}
@@ -206,7 +205,99 @@ func (n *Node) Request(ctx context.Context, dest peer.ID, req []byte) ([]byte, e
 		n.resends.Add(1)
 		n.log.Info("anonymous request: resending over fresh paths", "silent_paths", len(unacked), "paths", len(at.paths))
 	}
-	return n.wait(ctx, res)
+	return n.waitWatching(ctx, &wg, res, dc, req, ats)
+}
+
+// choose picks N paths of L relays from cands for a request to dest:
+// disjoint ones, or overlapping ones if the parameters allow it and there
+// are too few relays.
+func (n *Node) choose(cands map[peer.ID]Candidate, dest peer.ID) ([][]Candidate, error) {
+	paths, err := n.pick(cands, n.h.ID(), dest, n.p.N, n.p.L)
+	if errors.Is(err, ErrNoPaths) && n.p.AllowOverlap {
+		paths, err = pickOverlapping(cands, n.h.ID(), dest, n.p.N, n.p.L)
+		if err == nil {
+			n.noteOverlap(relayCount(cands, n.h.ID(), dest))
+		}
+	}
+	return paths, err
+}
+
+// watchPeriod is how often a request waiting for its reply checks the
+// relays of its paths against the membership.
+const watchPeriod = time.Second
+
+// waitWatching waits for the reply to the attempts ats. Meanwhile, when
+// relays leave the membership so that fewer than K paths can still bring
+// a reply clove back (a path can if its clove already came, or if every
+// relay is still a member and it acknowledged or was sent less than
+// AckTimeout ago), it sends the request again over fresh paths of members:
+// same message id, so the serving node answers them with the reply it has
+// or will have, without running the handler again. The serving node takes
+// at most MaxN paths per message, so there are at most MaxN/N attempts in
+// all; with Params.Retries < 0, none.
+func (n *Node) waitWatching(ctx context.Context, wg *sync.WaitGroup, res *result, dest Candidate, req []byte, ats []*attempt) ([]byte, error) {
+	t := time.NewTicker(watchPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-res.done:
+			return res.msg, res.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("clove request: %d of %d reply cloves: %w", res.replies(), n.p.K, ctx.Err())
+		case <-t.C:
+		}
+		if n.p.Retries < 0 || (len(ats)+1)*n.p.N > MaxN {
+			continue
+		}
+		live := n.verifiedCandidates()
+		alive, lost := n.pathsAlive(ats, live)
+		if alive >= n.p.K || lost == 0 {
+			continue
+		}
+		paths, err := n.choose(live, dest.ID)
+		if err != nil {
+			continue // too few members now: perhaps later
+		}
+		at, cleanup, err := n.start(ctx, wg, res, dest, paths, req)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup() // at most MaxN/N attempts
+		ats = append(ats, at)
+		n.resends.Add(1)
+		n.log.Info("anonymous request: relays of its paths left, resending over fresh paths", "paths_left", alive, "paths_lost", lost)
+	}
+}
+
+// pathsAlive counts the paths of ats that can still bring a reply clove
+// back and those that lost a relay (no longer in live) before theirs came.
+func (n *Node) pathsAlive(ats []*attempt, live map[peer.ID]Candidate) (alive, lost int) {
+	now := time.Now()
+	for _, a := range ats {
+		a.mu.Lock()
+		young := now.Sub(a.started) < n.p.AckTimeout
+		for i, path := range a.paths {
+			if a.replied[i] {
+				alive++
+				continue
+			}
+			members := true
+			for _, c := range path {
+				if _, ok := live[c.ID]; !ok {
+					members = false
+					break
+				}
+			}
+			switch {
+			case !members:
+				lost++
+			case a.ackedBy[i] || young:
+				alive++
+			}
+		}
+		a.mu.Unlock()
+	}
+	return alive, lost
 }
 
 // ackLocked records that path i works. Needs a.mu.
@@ -276,7 +367,7 @@ func (n *Node) start(ctx context.Context, wg *sync.WaitGroup, res *result, dest 
 		deadline = time.Now().Add(n.p.Expiry)
 	}
 	at := &attempt{k: n.p.K, res: res, acked: make(chan struct{}), failed: make(chan struct{}), paths: paths,
-		ackedBy: make([]bool, len(paths))}
+		ackedBy: make([]bool, len(paths)), replied: make([]bool, len(paths)), started: time.Now()}
 	type out struct {
 		key linkKey
 		f   frame

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -712,5 +713,68 @@ func TestSendRetriesOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestResendWhenRelaysLeave: the serving node got the request (all four
+// paths acked) and is still working when the relays of two paths die and
+// leave the asker's membership: with K=3 only two paths could bring reply
+// cloves back. The asker sends the request again over fresh paths of
+// members; the serving node answers them with the same reply, without
+// running the handler twice, long before the request would expire.
+func TestResendWhenRelaysLeave(t *testing.T) {
+	p := testParams()
+	started := make(chan struct{})
+	var calls atomic.Int32
+	slow := func(ctx context.Context, req []byte) ([]byte, error) {
+		if calls.Add(1) == 1 {
+			close(started)
+		}
+		select { // long enough for the relays to die and the asker to notice
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+		}
+		return echo(ctx, req)
+	}
+	c := newCluster(t, 14, p, slow) // 12 relays
+	var dir Directory
+	for _, id := range c.ids {
+		if err := dir.Add(id.Candidate()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.nodes[asker].mem = &dir
+	first := c.paths([][]int{{2, 3}, {4, 5}, {6, 7}, {8, 9}})
+	picks := 0
+	c.nodes[asker].pick = func(cands map[peer.ID]Candidate, self, dest peer.ID, count, L int) ([][]Candidate, error) {
+		if picks++; picks == 1 {
+			return first, nil
+		}
+		for _, dead := range []int{3, 5} {
+			if _, ok := cands[c.hosts[dead].ID()]; ok {
+				t.Errorf("node%d, gone from the membership, offered for fresh paths", dead)
+			}
+		}
+		return pickPaths(cands, self, dest, count, L)
+	}
+	go func() {
+		<-started
+		for _, dead := range []int{3, 5} { // one relay on each of two paths
+			_ = c.nodes[dead].Close()
+			_ = c.hosts[dead].Close()
+			dir.Remove(c.hosts[dead].ID())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second) // Expiry is 10 s
+	defer cancel()
+	got, err := c.nodes[asker].Request(ctx, c.hosts[server].ID(), []byte("still there?"))
+	if err != nil || string(got) != "answer to: still there?" {
+		t.Fatalf("got %q, %v; want the answer over fresh paths", got, err)
+	}
+	if r := c.nodes[asker].Stats().Resends; r != 1 || picks != 2 {
+		t.Errorf("%d resends, %d path choices; want 1 and 2", r, picks)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want once", n)
 	}
 }
