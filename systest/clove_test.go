@@ -365,6 +365,33 @@ func TestCloveAnonymousChatSurvivesRelayKills(t *testing.T) {
 	}
 	cloveLogNotes(t, asker, marks[asker])
 
+	// Two more relays die while two long requests are being served: three
+	// relays are left, and paths sharing relays may leave fewer than k ways
+	// back for the reply; the asker then sends the request again over fresh
+	// paths of the members left (same message, the server answers without
+	// generating again). Both are answered.
+	mark := len(asker.Hyphad.Log())
+	late := make([]cloveResult, 2)
+	for i := range late {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			late[i] = l.ask(ctx, cloveAsker, fmt.Sprintf("One more long story, number %d", i), tokens, true)
+		}()
+	}
+	time.Sleep(killAfter)
+	l.boxes[3].Kill()
+	l.boxes[8].Kill()
+	wg.Wait()
+	for i, r := range late {
+		if !r.ok() {
+			t.Errorf("request %d in flight when the fourth and fifth relays died: %v", i, r)
+			continue
+		}
+		t.Logf("with three relays left: %v", r)
+	}
+	cloveLogNotes(t, asker, mark)
+
 	// The serving box never learned who asked.
 	views, err := l.views(ctx, cloveServer)
 	if err != nil {
