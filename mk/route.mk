@@ -15,6 +15,6 @@ bench-route-netns: ## the must-show: HR-tree vs round-robin vs least-loaded betw
 
 fuzz-route: ## fuzz the route and gateway decoders for 15 s each
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCacheState$$' -fuzztime 15s ./inference/route
-	for f in FuzzReadRequest FuzzResponse FuzzDecodeRequest; do \
+	for f in FuzzReadRequest FuzzResponse FuzzDecodeRequest FuzzDecodeLoad FuzzQueuedOf; do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s ./inference/gateway || exit 1; \
 	done

@@ -476,14 +476,26 @@ func (g *Gateway) fetchLoad(ctx context.Context, n *node) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var doc struct {
-		Queued *int `json:"queued_tokens"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil || doc.Queued == nil || *doc.Queued < 0 {
-		return 0, fmt.Errorf("GET %s: answer %.100q is not a load: %w", LoadPath, b, ErrUpstream)
-	}
-	return *doc.Queued, nil
+	return decodeLoad(b)
 }
+
+// decodeLoad decodes a peer's LoadPath answer (untrusted).
+func decodeLoad(b []byte) (int, error) {
+	var doc struct {
+		Queued *int64 `json:"queued_tokens"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return 0, fmt.Errorf("GET %s: answer %.100q: %v: %w", LoadPath, b, err, ErrUpstream)
+	}
+	if doc.Queued == nil || *doc.Queued < 0 || *doc.Queued > maxQueuedLoad {
+		return 0, fmt.Errorf("GET %s: answer %.100q: queued_tokens missing or out of 0..%d: %w", LoadPath, b, maxQueuedLoad, ErrUpstream)
+	}
+	return int(*doc.Queued), nil
+}
+
+// maxQueuedLoad bounds a peer's load answer (beyond it the peer is
+// lying or broken).
+const maxQueuedLoad = 1 << 30
 
 func (g *Gateway) pullState(ctx context.Context, n *node, model string) error {
 	for range 2 {

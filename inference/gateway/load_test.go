@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +160,55 @@ func TestQueuedOf(t *testing.T) {
 			t.Errorf("queuedOf(%q, %d) = %d, want %d", c.claim, c.body, got, c.want)
 		}
 	}
+}
+
+func TestDecodeLoad(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int
+		err  string
+	}{
+		{`{"queued_tokens":412}`, 412, ""},
+		{`{"queued_tokens":0,"other":1}`, 0, ""},
+		{`{}`, 0, "missing"},
+		{`{"queued_tokens":-1}`, 0, "out of"},
+		{`{"queued_tokens":99999999999999}`, 0, "out of"},
+		{`{"queued_tokens":"many"}`, 0, "cannot unmarshal"},
+		{`not json`, 0, "invalid character"},
+	} {
+		got, err := decodeLoad([]byte(c.in))
+		if c.err == "" && (err != nil || got != c.want) {
+			t.Errorf("decodeLoad(%s) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+		if c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err) || !errors.Is(err, ErrUpstream)) {
+			t.Errorf("decodeLoad(%s) error %v, want one saying %q wrapping ErrUpstream", c.in, err, c.err)
+		}
+	}
+}
+
+func FuzzDecodeLoad(f *testing.F) {
+	for _, s := range []string{`{"queued_tokens":412}`, `{}`, `{"queued_tokens":-1}`, `[1]`, `{"queued_tokens":1e400}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := decodeLoad(b)
+		if err == nil && (q < 0 || q > maxQueuedLoad) {
+			t.Fatalf("decodeLoad(%q) = %d without error", b, q)
+		}
+		if err != nil && !errors.Is(err, ErrUpstream) {
+			t.Fatalf("error %v does not wrap ErrUpstream", err)
+		}
+	})
+}
+
+func FuzzQueuedOf(f *testing.F) {
+	f.Add("300", 10)
+	f.Add("", 1000)
+	f.Add("-7", 0)
+	f.Fuzz(func(t *testing.T, claim string, body int) {
+		body = max(0, min(body, MaxBodyBytes))
+		if q := queuedOf(claim, body); q < 0 || q > maxQueuedClaim+MaxBodyBytes/4+route.DefaultExpectedOutput {
+			t.Fatalf("queuedOf(%q, %d) = %d", claim, body, q)
+		}
+	})
 }
