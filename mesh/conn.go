@@ -142,37 +142,72 @@ func (n *Node) pingLoop(ctx context.Context, c network.Conn) {
 		return
 	case <-time.After(n.cfg.PingInterval / 3):
 	}
-	sctx, cancel := context.WithTimeout(ctx, n.cfg.PingTimeout)
-	s, err := c.NewStream(sctx)
-	cancel()
-	if err != nil {
-		fail("open ping stream", err)
-		return
+	// The remote's ping handler ends every stream after 30 s (go-libp2p's
+	// pingDuration), so a stream is replaced well before that, and a ping
+	// that fails on an old stream is tried once more on a fresh one before
+	// the connection is declared dead.
+	var s network.Stream
+	var opened time.Time
+	defer func() {
+		if s != nil {
+			s.Reset()
+		}
+	}()
+	open := func() (string, error) {
+		if s != nil {
+			s.Reset()
+			s = nil
+		}
+		sctx, cancel := context.WithTimeout(ctx, n.cfg.PingTimeout)
+		ns, err := c.NewStream(sctx)
+		cancel()
+		if err != nil {
+			return "open ping stream", err
+		}
+		_ = ns.SetDeadline(time.Now().Add(n.cfg.PingTimeout))
+		if err := msmux.SelectProtoOrFail(ping.ID, ns); err != nil {
+			ns.Reset()
+			return "negotiate ping", err
+		}
+		_ = ns.SetProtocol(ping.ID)
+		s, opened = ns, time.Now()
+		return "", nil
 	}
-	defer s.Reset()
-	_ = s.SetDeadline(time.Now().Add(n.cfg.PingTimeout))
-	if err := msmux.SelectProtoOrFail(ping.ID, s); err != nil {
-		fail("negotiate ping", err)
-		return
-	}
-	_ = s.SetProtocol(ping.ID)
 	out, in := make([]byte, ping.PingSize), make([]byte, ping.PingSize)
+	pingOnce := func() (string, error) {
+		_, _ = rand.Read(out)
+		_ = s.SetDeadline(time.Now().Add(n.cfg.PingTimeout))
+		if _, err := s.Write(out); err != nil {
+			return "ping write", err
+		}
+		if _, err := io.ReadFull(s, in); err != nil {
+			return "ping timeout", err
+		}
+		if !bytes.Equal(in, out) {
+			return "ping mismatch", nil
+		}
+		return "", nil
+	}
 	t := time.NewTicker(n.cfg.PingInterval)
 	defer t.Stop()
 	for {
-		_, _ = rand.Read(out)
 		start := time.Now()
-		_ = s.SetDeadline(start.Add(n.cfg.PingTimeout))
-		if _, err := s.Write(out); err != nil {
-			fail("ping write", err)
-			return
+		why, err := "", error(nil)
+		if s == nil || time.Since(opened) > pingStreamLife {
+			why, err = open()
 		}
-		if _, err := io.ReadFull(s, in); err != nil {
-			fail("ping timeout", err)
-			return
+		if why == "" {
+			why, err = pingOnce()
+			if why != "" && why != "ping mismatch" && time.Since(opened) > n.cfg.PingTimeout {
+				// an old stream may just have been ended by the remote
+				start = time.Now()
+				if why, err = open(); why == "" {
+					why, err = pingOnce()
+				}
+			}
 		}
-		if !bytes.Equal(in, out) {
-			fail("ping mismatch", nil)
+		if why != "" {
+			fail(why, err)
 			return
 		}
 		rtt := time.Since(start)
@@ -188,6 +223,10 @@ func (n *Node) pingLoop(ctx context.Context, c network.Conn) {
 		}
 	}
 }
+
+// pingStreamLife is how long one ping stream is used: less than the 30 s
+// after which go-libp2p's ping handler ends a stream.
+const pingStreamLife = 20 * time.Second
 
 // addCandidate records a peer found by discovery (mDNS, DHT, bootstrap).
 // With tieBreak (mDNS, where both sides find each other at once) only the

@@ -268,3 +268,43 @@ func TestBootstrapWithoutDHT(t *testing.T) {
 		t.Logf("seed %d joined in %v", seed, time.Since(start))
 	}
 }
+
+// TestConnectionOutlivesPingStreams: go-libp2p's ping handler ends every
+// ping stream after 30 s. A healthy connection must survive that (the
+// liveness pinger replaces its stream), not be closed as dead and redialed
+// every 31 s, cutting every stream in flight on it.
+func TestConnectionOutlivesPingStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("watches a connection for 40 s")
+	}
+	a := loopNode(t, 1, psk(7))
+	b := loopNode(t, 2, psk(7), a)
+	waitFor(t, 30*time.Second, "A and B to meet", func() bool {
+		_, ab := upSet(a)[b.ID()]
+		return ab
+	})
+	conns := a.Host().Network().ConnsToPeer(b.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection from A to B")
+	}
+	first := conns[0]
+	sub := a.Subscribe(64)
+	defer sub.Close()
+	timeout := time.After(40 * time.Second)
+	for {
+		select {
+		case e := <-sub.C:
+			if e.Kind == EventMember && e.Member.ID == b.ID() && e.Member.State != StateUp {
+				t.Fatalf("B became %s at %v: the connection was dropped", e.Member.State, e.Time)
+			}
+		case <-timeout:
+			if first.IsClosed() {
+				t.Fatal("the first connection was closed within 40 s although both ends were healthy")
+			}
+			if rtt := upSet(a)[b.ID()].RTT; rtt <= 0 {
+				t.Fatalf("no RTT after 40 s: %v", rtt)
+			}
+			return
+		}
+	}
+}
