@@ -219,8 +219,9 @@ func (n *Node) payLoop() {
 			if err == nil {
 				break
 			}
-			retry := errors.Is(err, ledger.ErrChainLocked) || strings.Contains(err.Error(), ledger.ErrChainLocked.Error()) ||
-				errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "stream reset")
+			// Only a refusal before anything was proposed is safe to retry: a
+			// payment cut off mid-countersign may have been recorded.
+			retry := errors.Is(err, ledger.ErrChainLocked) || strings.Contains(err.Error(), ledger.ErrChainLocked.Error())
 			if !retry || time.Now().Add(wait).After(deadline) {
 				n.log.Warn("pay for inference", "peer", u.Node, "err", err)
 				n.alert(lanpage.SeverityWarning, "ledger", "payment for inference served by "+n.nodeName(string(u.Node))+" failed: "+err.Error())
