@@ -237,6 +237,24 @@ func killServingBox(t *testing.T, ctx context.Context, nw *systest.Net, boxes []
 		killed   atomic.Bool
 		wg       sync.WaitGroup
 	)
+	// elm's engine alone holds the workload's system prompts, so the
+	// gateways send it work by prefix (under a loaded machine, least-loaded
+	// alone may leave it idle and the kill would hit nothing).
+	warmed := map[string]bool{}
+	for _, cv := range convs {
+		if warmed[cv.System] {
+			continue
+		}
+		warmed[cv.System] = true
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		_, err := workload.Chat(wctx, nw.Client(victim.Index), inferdURL, model,
+			[]workload.Message{{Role: "system", Content: cv.System}, {Role: "user", Content: "Hello"}}, 1, false)
+		wcancel()
+		if err != nil {
+			t.Fatalf("warming elm's cache: %v", err)
+		}
+	}
+	time.Sleep(2 * gatewayPoll) // the gateways pull elm's cache state
 	for c := range 2 * perGateway {
 		box := c % 2 // oak's and ash's gateways; elm's clients would die with it
 		wg.Add(1)
@@ -286,8 +304,9 @@ func killServingBox(t *testing.T, ctx context.Context, nw *systest.Net, boxes []
 	for time.Since(start) < 90*time.Second && done.Load() < int64(2*perGateway*perClient) {
 		if done.Load() >= 3 {
 			// two in flight (one generating, one queued behind it) so
-			// the kill surely lands on work; after 20 s one will do
-			if atKill = inFlight(); atKill >= 2 || (atKill == 1 && time.Since(start) > 20*time.Second) {
+			// the kill surely lands on work; after 5 s, or once half the
+			// workload is done, one will do
+			if atKill = inFlight(); atKill >= 2 || (atKill == 1 && (time.Since(start) > 5*time.Second || done.Load() >= int64(perGateway*perClient))) {
 				break
 			}
 		}
