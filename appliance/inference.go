@@ -14,6 +14,7 @@ import (
 
 	"github.com/univrs/hypha/appliance/lanpage"
 	"github.com/univrs/hypha/inference/defaultmodel"
+	"github.com/univrs/hypha/inference/route"
 	"github.com/univrs/hypha/mesh"
 )
 
@@ -130,6 +131,20 @@ func (n *Node) inferenceView(context.Context) (lanpage.Inference, error) {
 		}
 	}
 	n.reputationView(&out)
+	if n.gateway != nil {
+		// The router's own view of each node: requests in flight, the
+		// queued tokens it knows of, and how often a cached prefix was hit.
+		loads := map[string]route.NodeLoad{}
+		for _, l := range n.gateway.Router().Loads() {
+			loads[string(l.Node)] = l
+		}
+		for i, nd := range out.Nodes {
+			if l, ok := loads[nd.PeerID]; ok {
+				out.Nodes[i].Queue, out.Nodes[i].CacheHitRate = l.InFlight, l.HitRate
+				out.Nodes[i].Load = max(out.Nodes[i].Load, min(1, float64(l.Queued)/float64(route.DefaultLoadQuantum)))
+			}
+		}
+	}
 	// Where recent requests went and why: the router's own decisions
 	// (prefix, session, least loaded…), newest first, with the time to
 	// first byte the gateway measured for completed ones.
