@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
 	"strings"
 )
 
@@ -143,14 +142,4 @@ func (c *Config) httpPort() string {
 		return c.Update.HTTPPort
 	}
 	return "80"
-}
-
-// sortedPackageConfig returns PackageConfig keys in order, for determinism.
-func (c *Config) sortedPackageConfig() []string {
-	keys := make([]string, 0, len(c.PackageConfig))
-	for k := range c.PackageConfig {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

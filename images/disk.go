@@ -87,8 +87,9 @@ func writeDisk(ctx context.Context, opts Options, l *layout, bootFAT, rootfs, ou
 		if err != nil {
 			return err
 		}
-		if err := f.Truncate(l.size); err == nil {
-			err = writeMBR(f, l)
+		err = f.Truncate(l.size)
+		if err == nil {
+			err = writeMBR(f, l) // a failed MBR write must fail the build
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
