@@ -113,21 +113,32 @@ func (s *Server) handleCacheState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// promptRequest is the prompt part of the /hypha requests: a model and
+// exactly one of a raw prompt and chat messages.
+type promptRequest struct {
+	Model    string      `json:"model"`
+	Prompt   *string     `json:"prompt"`
+	Messages []oaMessage `json:"messages"`
+}
+
+func (p *promptRequest) check() error {
+	if (p.Prompt == nil) == (len(p.Messages) == 0) {
+		return fmt.Errorf("give exactly one of prompt and messages: %w", ErrBadRequest)
+	}
+	return nil
+}
+
 // handleTokenize: POST /hypha/tokenize {"model", "prompt"} or {"model",
 // "messages"} returns the token ids exactly as a completion or chat request
 // would see them, and their chunk hashes.
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Model    string      `json:"model"`
-		Prompt   *string     `json:"prompt"`
-		Messages []oaMessage `json:"messages"`
-	}
+	var req promptRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.ollamaError(w, err)
 		return
 	}
-	if (req.Prompt == nil) == (len(req.Messages) == 0) {
-		s.ollamaError(w, fmt.Errorf("give exactly one of prompt and messages: %w", ErrBadRequest))
+	if err := req.check(); err != nil {
+		s.ollamaError(w, err)
 		return
 	}
 	mf, lm, release, err := s.reg.load(req.Model)
@@ -191,17 +202,15 @@ func (b builtinCache) ScoreGreedyFrom(ctx context.Context, tokens []int32, from 
 // produced greedily has mean_logprob == mean_best_logprob.
 func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Model    string      `json:"model"`
-		Prompt   *string     `json:"prompt"`
-		Messages []oaMessage `json:"messages"`
-		Response *string     `json:"response"`
+		promptRequest
+		Response *string `json:"response"`
 	}
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.ollamaError(w, err)
 		return
 	}
-	if (req.Prompt == nil) == (len(req.Messages) == 0) {
-		s.ollamaError(w, fmt.Errorf("give exactly one of prompt and messages: %w", ErrBadRequest))
+	if err := req.check(); err != nil {
+		s.ollamaError(w, err)
 		return
 	}
 	if req.Response == nil || *req.Response == "" {
