@@ -45,7 +45,7 @@ type verification struct {
 	path     string
 
 	mu       sync.Mutex
-	lastSave int
+	lastSave string            // fingerprint of the reports last written
 	lastErr  map[string]string // node -> why its last challenge failed
 }
 
@@ -282,7 +282,7 @@ func (v *verification) load() error {
 	for _, r := range rs {
 		v.book.Add(r) // stale or foreign reports are refused; the rest count
 	}
-	v.lastSave = len(rs)
+	v.lastSave = fingerprint(rs)
 	if err != nil {
 		return fmt.Errorf("%s: %w", v.path, err)
 	}
@@ -295,7 +295,8 @@ func (v *verification) save(n *Node) {
 	rs := v.book.Since(0)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(rs) == v.lastSave {
+	fp := fingerprint(rs)
+	if fp == v.lastSave {
 		return
 	}
 	var buf bytes.Buffer
@@ -304,7 +305,17 @@ func (v *verification) save(n *Node) {
 		n.log.Warn("verify: save reports", "err", err)
 		return
 	}
-	v.lastSave = len(rs)
+	v.lastSave = fp
+}
+
+// fingerprint tells whether the set of reports changed: pruning old ones
+// while new ones arrive can leave the count the same.
+func fingerprint(rs []*verify.Report) string {
+	var sum int64
+	for _, r := range rs {
+		sum += r.Time ^ r.Epoch
+	}
+	return fmt.Sprintf("%d/%d", len(rs), sum)
 }
 
 // reputation is the router's view: the book's, once the node takes part.
