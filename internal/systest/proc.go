@@ -35,7 +35,7 @@ func Binary(t testing.TB, pkg string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		buildDir = d // removed by the OS's tmp cleaning; small, reused by the process's tests
+		buildDir = d // reused by the process's tests; RemoveBinaries deletes it
 	}
 	root, err := moduleRoot()
 	if err != nil {
@@ -50,6 +50,17 @@ func Binary(t testing.TB, pkg string) string {
 	}
 	built[pkg] = out
 	return out
+}
+
+// RemoveBinaries deletes what Binary built (call it from TestMain after
+// the tests ran).
+func RemoveBinaries() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+		buildDir, built = "", map[string]string{}
+	}
 }
 
 // goTool is the go command that runs the tests (on PATH under make test).
